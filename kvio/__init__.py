@@ -1,0 +1,20 @@
+"""kvio: partitioned, write-once key-value stores for Spark and MapReduce pipelines.
+
+The core imports no Spark and no mrjob; see ``spark_jobs`` and ``mr_jobs`` for those.
+"""
+__version__ = "0.1.0"
+
+from .errors import (CommitError, ConcurrentCommitError, ConfigError, CorruptStoreError,  # noqa: E402
+                     IncompleteStoreError, KeyOrderError, KvioError, NotAStoreError,
+                     PairTooLargeError, StoreExistsError, StoreNotFoundError,
+                     UnsafeFilesystemError, UnsupportedFormatError, WriterClosedError)
+from .reader import StoreReader  # noqa: E402
+from .system import KeyValueSystem  # noqa: E402
+from .writer import StoreWriter  # noqa: E402
+
+__all__ = [
+    "KeyValueSystem", "StoreReader", "StoreWriter", "KvioError", "StoreExistsError",
+    "StoreNotFoundError", "NotAStoreError", "IncompleteStoreError", "CorruptStoreError",
+    "UnsupportedFormatError", "KeyOrderError", "PairTooLargeError", "ConfigError", "CommitError",
+    "ConcurrentCommitError", "UnsafeFilesystemError", "WriterClosedError",
+]

@@ -1,0 +1,121 @@
+"""Settings: defaults from conf/kvio-defaults.conf, then $KVIO_CONF, then KVIO_* environment
+variables, then explicit ``conf=`` arguments (later wins). Read when a KeyValueSystem is made,
+never at import time."""
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
+               "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30,
+               "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(text: str | int) -> int:
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
+        raise ConfigError(f"cannot parse size {text!r} (use e.g. 512MB, 64KB, 1048576)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+def parse_duration(text: str | int | float) -> float:
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"cannot parse duration {text!r} (use e.g. 30s, 15m, 24h, 7d)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"cannot parse boolean {text!r} (use true or false)")
+
+
+def _parse_conf_text(text: str, source: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ConfigError(f"{source}:{lineno}: expected `name = value`, got {raw!r}")
+        name, value = (part.strip() for part in line.split("=", 1))
+        out[name] = value
+    return out
+
+
+def _defaults_text() -> str:
+    # Installed package: kvio/_defaults.conf is a copy made at build time; in a source checkout
+    # read conf/kvio-defaults.conf directly so there is one file to edit.
+    here = Path(__file__).resolve().parent
+    source_copy = here.parent / "conf" / "kvio-defaults.conf"
+    if source_copy.is_file():
+        return source_copy.read_text()
+    return resources.files("kvio").joinpath("kvio-defaults.conf").read_text()
+
+
+def env_name(setting: str) -> str:
+    return setting.upper().replace(".", "_")
+
+
+class Config:
+    """Typed, validated view of the merged settings."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None):
+        defaults = _parse_conf_text(_defaults_text(), "kvio-defaults.conf")
+        merged: dict[str, Any] = dict(defaults)
+        layers: list[tuple[str, Mapping[str, Any]]] = []
+        user_file = os.environ.get("KVIO_CONF")
+        if user_file:
+            try:
+                layers.append((user_file, _parse_conf_text(Path(user_file).read_text(), user_file)))
+            except OSError as exc:
+                raise ConfigError(f"cannot read $KVIO_CONF file {user_file}: {exc}") from exc
+        env = {name: os.environ[env_name(name)] for name in defaults if env_name(name) in os.environ}
+        layers.append(("environment", env))
+        layers.append(("conf= argument", dict(overrides or {})))
+        for source, layer in layers:
+            for name, value in layer.items():
+                if name not in defaults:
+                    raise ConfigError(f"unknown setting {name!r} from {source}; known settings: "
+                                      + ", ".join(sorted(defaults)))
+                merged[name] = value
+        self.raw = merged
+        self.partition_size_max = parse_size(merged["kvio.partition.size.max"])
+        self.block_size = parse_size(merged["kvio.block.size"])
+        self.compression = str(merged["kvio.block.compression"]).lower()
+        self.compression_level = int(merged["kvio.block.compression.level"])
+        self.index_load_factor = float(merged["kvio.index.load.factor"])
+        self.verify_checksums = parse_bool(merged["kvio.read.verify.checksums"])
+        self.cache_blocks = int(merged["kvio.read.cache.blocks"])
+        self.versions_retain = int(merged["kvio.versions.retain"])
+        self.allow_non_atomic = parse_bool(merged["kvio.commit.allow.non.atomic"])
+        self.staging_max_age = parse_duration(merged["kvio.staging.max.age"])
+        if self.compression not in ("none", "zstd", "lz4"):
+            raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
+        if not 0.1 <= self.index_load_factor <= 0.95:
+            raise ConfigError("kvio.index.load.factor must be between 0.1 and 0.95")
+        if self.partition_size_max < 1024 or self.block_size < 64:
+            raise ConfigError("kvio.partition.size.max must be >= 1KB and kvio.block.size >= 64B")
+        if self.versions_retain < 1:
+            raise ConfigError("kvio.versions.retain must be at least 1")
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Config":
+        if not overrides:
+            return self
+        return Config({**self.raw, **overrides})

@@ -1,0 +1,143 @@
+"""Writes one partition file: header, sorted data blocks, hash index, footer, trailer.
+
+The caller guarantees keys arrive strictly increasing (the store writer checks and names the
+store); this class only lays bytes out. Memory use is one block plus 8 bytes per key for the
+index hashes, so it is bounded by the partition size limit, not by the store size.
+"""
+from __future__ import annotations
+
+import json
+from array import array
+from typing import IO, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .. import __version__
+from .hash_index import build_index
+from .spec import (FORMAT_VERSION, HEADER, INDEX_ALIGN, PARTITION_MAGIC, TRAILER, align,
+                   checksum, key_hash, pad8)
+
+_ZEROS = bytes(INDEX_ALIGN)
+
+
+def _offsets_of(items: Sequence[bytes]) -> np.ndarray:
+    offsets = np.zeros(len(items) + 1, dtype="<i8")
+    np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)), out=offsets[1:])
+    return offsets
+
+
+class PartitionWriter:
+    def __init__(self, out: IO[bytes], *, codec: str = "none", level: int = 0,
+                 load_factor: float = 0.7):
+        self._out = out
+        self._pos = 0
+        self._codec_name = codec
+        self._codec = None if codec == "none" else pa.Codec(codec, compression_level=level or None)
+        self._load_factor = load_factor
+        self._block_offset: list[int] = []
+        self._block_stored: list[int] = []
+        self._block_raw: list[int] = []
+        self._block_checksum: list[int] = []
+        self._first_rows: list[int] = [0]
+        self._first_keys: list[bytes] = []
+        self._hashes = array("Q")
+        self.count = 0
+        self.min_key: bytes | None = None
+        self.max_key: bytes | None = None
+        self._write(HEADER.pack(PARTITION_MAGIC, FORMAT_VERSION, 0))
+
+    def _write(self, data) -> None:
+        self._out.write(data)
+        self._pos += len(data)
+
+    @property
+    def estimated_size(self) -> int:
+        """Bytes the file will have if finished now (data so far + index + small footer)."""
+        index = int(self.count / self._load_factor * 16) + INDEX_ALIGN
+        return self._pos + index + 48 * (len(self._block_offset) + 1) + 1024
+
+    def write_pairs(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """One block from Python lists of keys and values (equal lengths, keys sorted)."""
+        if not keys:
+            return
+        self._write_block(keys, _offsets_of(keys), b"".join(keys),
+                          _offsets_of(values), b"".join(values))
+
+    def write_columns(self, keys: Sequence[bytes], key_offsets: np.ndarray, key_data,
+                      value_offsets: np.ndarray, value_data) -> None:
+        """One block from Arrow-style columns (int64 offsets starting at 0, data buffers);
+        ``keys`` are the same keys as Python bytes, used for hashing and the block's first key."""
+        if not keys:
+            return
+        self._write_block(keys, key_offsets, key_data, value_offsets, value_data)
+
+    def _write_block(self, keys, koffs, kdata, voffs, vdata) -> None:
+        n = len(keys)
+        klen, vlen = int(koffs[-1]), int(voffs[-1])
+        body = b"".join((koffs.astype("<i8", copy=False).tobytes(), kdata, _ZEROS[:pad8(klen) - klen],
+                         voffs.astype("<i8", copy=False).tobytes(), vdata, _ZEROS[:pad8(vlen) - vlen]))
+        stored = self._codec.compress(body, asbytes=True) if self._codec else body
+        self._block_offset.append(self._pos)
+        self._block_stored.append(len(stored))
+        self._block_raw.append(len(body))
+        self._block_checksum.append(checksum(stored))
+        self._write(stored)
+        self._write(_ZEROS[:pad8(len(stored)) - len(stored)])
+        self._hashes.extend(map(key_hash, keys))
+        self.count += n
+        self._first_rows.append(self.count)
+        self._first_keys.append(bytes(keys[0]))
+        if self.min_key is None:
+            self.min_key = bytes(keys[0])
+        self.max_key = bytes(keys[-1])
+
+    def finish(self) -> dict:
+        """Write index, footer and trailer; return what the manifest records about the file."""
+        self._write(_ZEROS[:align(self._pos, INDEX_ALIGN) - self._pos])
+        index_offset = self._pos
+        hashes = np.frombuffer(self._hashes, dtype=np.uint64) if self.count else np.zeros(0, np.uint64)
+        index = build_index(hashes, self._load_factor)
+        page_checksums = [checksum(page) for page in index.pages()]
+        self._write(index.table.tobytes())
+
+        nb = len(self._block_offset)
+        first_key_offsets = _offsets_of(self._first_keys)
+        first_key_data = b"".join(self._first_keys)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "codec": self._codec_name,
+            "count": self.count,
+            "min_key": self.min_key.hex() if self.min_key is not None else None,
+            "max_key": self.max_key.hex() if self.max_key is not None else None,
+            "blocks": nb,
+            "first_key_bytes": len(first_key_data),
+            "index": {"offset": index_offset, "home_slots": index.home_slots,
+                      "total_slots": index.total_slots, "pages": len(page_checksums),
+                      "hash": "xxh3_64"},
+            "writer": f"kvio {__version__}",
+        }
+        meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+        arrays = np.concatenate([
+            np.asarray(self._block_offset, dtype="<u8"), np.asarray(self._block_stored, dtype="<u8"),
+            np.asarray(self._block_raw, dtype="<u8"), np.asarray(self._block_checksum, dtype="<u8"),
+            np.asarray(self._first_rows, dtype="<u8"), first_key_offsets.astype("<u8"),
+            np.asarray(page_checksums, dtype="<u8"),
+        ]).astype("<u8")
+        footer = b"".join((len(meta_bytes).to_bytes(8, "little"), meta_bytes,
+                           _ZEROS[:pad8(len(meta_bytes)) - len(meta_bytes)], arrays.tobytes(),
+                           first_key_data, _ZEROS[:pad8(len(first_key_data)) - len(first_key_data)]))
+        footer_offset = self._pos
+        footer_checksum = checksum(footer)
+        self._write(footer)
+        head = TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0, 0, PARTITION_MAGIC)
+        trailer_checksum = checksum(head[:32])
+        self._write(TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0,
+                                 trailer_checksum, PARTITION_MAGIC))
+        return {
+            "count": self.count,
+            "min_key": meta["min_key"],
+            "max_key": meta["max_key"],
+            "size": self._pos,
+            "footer_checksum": f"{footer_checksum:016x}",
+        }

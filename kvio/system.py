@@ -1,0 +1,176 @@
+"""KeyValueSystem: create, open, delete, rename, merge, version and collect stores."""
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+from . import layout, versions
+from .committer import Job
+from .config import Config
+from .errors import KvioError, StoreExistsError, StoreNotFoundError
+from .fs import FileIO
+from .reader import StoreReader
+from .writer import StoreWriter
+
+
+class KeyValueSystem:
+    """Entry point. ``conf`` overrides settings (see conf/kvio-defaults.conf);
+    ``storage_options`` are passed to fsspec (credentials, endpoints)."""
+
+    def __init__(self, conf: dict[str, Any] | None = None, storage_options: dict[str, Any] | None = None):
+        self.conf_overrides = dict(conf or {})
+        self.conf = Config(self.conf_overrides)
+        self.storage_options = dict(storage_options or {})
+
+    def _io(self, uri: str) -> FileIO:
+        return FileIO(uri, allow_non_atomic=self.conf.allow_non_atomic,
+                      storage_options=self.storage_options)
+
+    # ---- create / open -----------------------------------------------------------------
+    def create_store(self, uri: str, mode: str = "error") -> StoreWriter:
+        """A writer; keys must be put in strictly increasing unsigned byte order. Use it as a
+        context manager: a clean exit publishes, an exception aborts."""
+        if mode == "append":
+            raise KvioError("create_store does not append (keys of one writer must be sorted); "
+                            "write a second store and use merge_store(src, dst)", store=uri)
+        return StoreWriter(uri, mode=mode, conf=self.conf_overrides, storage_options=self.storage_options)
+
+    def open_store(self, uri: str, version: str | None = None) -> StoreReader:
+        """The current version (or a named one still retained) as a read-only Mapping."""
+        io = self._io(uri)
+        for _ in range(3):  # a concurrent publish + GC can remove what we just listed: retry
+            state = versions.current_state_for_read(io)
+            commit = state.commit
+            if version is not None:
+                commit = self._find_version(io, version)
+            try:
+                manifest = versions.load_manifest(io, commit["version"])
+                return StoreReader(io, manifest, commit, self.conf)
+            except KvioError:
+                if version is None and versions.read_state(io).seq != state.seq:
+                    continue
+                raise
+        raise KvioError("store changed three times while opening; try again", store=uri)
+
+    def _find_version(self, io: FileIO, version: str) -> dict[str, Any]:
+        for doc in reversed(versions.history(io)):
+            if doc.get("version") == version:
+                return doc
+        raise StoreNotFoundError(f"version {version} is not in the store's history", store=io.uri)
+
+    def exists(self, uri: str) -> bool:
+        return versions.read_state(self._io(uri)).live
+
+    # ---- whole-store operations ------------------------------------------------------------
+    def delete_store(self, uri: str) -> None:
+        """Publish a delete (readers see no store from that instant), then remove the files."""
+        io = self._io(uri)
+        state = versions.read_state(io)
+        if not state.live:
+            if state.commit is None and not io.exists(layout.MARKER):
+                raise StoreNotFoundError("no store to delete", store=uri)
+        else:
+            versions.publish_commit(io, state.seq + 1, None, "delete")
+        io.delete_tree()
+
+    def rename_store(self, src: str, dst: str) -> None:
+        """Move a store to a new URI on the same filesystem; dst must not exist."""
+        src_io, dst_io = self._io(src), self._io(dst)
+        versions.current_state_for_read(src_io)
+        if type(src_io.fs) is not type(dst_io.fs):
+            raise KvioError("rename_store works within one filesystem; copy across filesystems "
+                            "(kvio export/import or clone-store)", store=src)
+        if dst_io.exists():
+            raise StoreExistsError("rename target already exists", store=dst)
+        parent = posixpath.dirname(dst_io.root)
+        src_io.fs.makedirs(parent, exist_ok=True)
+        # rename_dir claims dst first, so a concurrent creator cannot be overwritten.
+        base = FileIO(posixpath.dirname(src_io.root) if src_io.is_local else src,
+                      allow_non_atomic=self.conf.allow_non_atomic)
+        if src_io.is_local:
+            base = FileIO("/", allow_non_atomic=self.conf.allow_non_atomic)
+            base.rename_dir(src_io.root.lstrip("/"), dst_io.root.lstrip("/"))
+        else:
+            dst_io.require_atomic()
+            src_io.fs.mv(src_io.root, dst_io.root, recursive=True)
+
+    def merge_store(self, src: str, dst: str) -> dict:
+        """Publish a new version of ``dst`` holding its partitions plus ``src``'s. On duplicate
+        keys the value from ``src`` wins (src is the newer data). ``src`` is left unchanged.
+        Files are hard-linked on local disk and copied elsewhere."""
+        src_reader = self.open_store(src)
+        dst_reader = self.open_store(dst)
+        job = Job.setup(dst, mode="overwrite", conf=self.conf_overrides,
+                        storage_options=self.storage_options)
+        if job.ctx.base_seq != dst_reader.commit["seq"]:
+            job.abort()
+            raise KvioError("destination changed while merging; retry", store=dst)
+        try:
+            carried = []
+            for tag, reader in (("from-dst", dst_reader), ("from-src", src_reader)):
+                for entry in reader.manifest["partitions"]:
+                    name = posixpath.basename(entry["path"])
+                    rel_in_job = f"{tag}/{len(carried):05d}-{name}"
+                    self._copy_file(reader.io, posixpath.join(layout.version_dir(reader.version), entry["path"]),
+                                    job.io, posixpath.join(layout.staging_dir(job.ctx.job_id), rel_in_job))
+                    carried.append({**entry, "path": rel_in_job})
+            record = job.commit([], num_tasks=0, extra_partitions=carried, op="merge")
+        except BaseException:
+            if not job.committed:
+                job.abort()
+            raise
+        finally:
+            src_reader.close()
+            dst_reader.close()
+        return record
+
+    @staticmethod
+    def _copy_file(src_io: FileIO, src_rel: str, dst_io: FileIO, dst_rel: str) -> None:
+        dst_io.makedirs(posixpath.dirname(dst_rel))
+        if src_io.is_local and dst_io.is_local:
+            try:
+                os.link(src_io.path(src_rel), dst_io.path(dst_rel))
+                return
+            except OSError:
+                pass  # other device: copy
+        with src_io.open_input(src_rel) as fin, dst_io.open_output(dst_rel) as fout:
+            while chunk := fin.read(8 << 20):
+                fout.write(chunk)
+            dst_io.sync_file(fout)
+
+    # ---- versions ----------------------------------------------------------------------
+    def versions(self, uri: str) -> list[dict[str, Any]]:
+        """Commit history, oldest first; each with seq, version, op, time and 'current'."""
+        io = self._io(uri)
+        history = versions.history(io)
+        if not history and not io.exists(layout.MARKER):
+            versions.current_state_for_read(io)  # raises the specific error
+        present = set(io.listdir(layout.VERSIONS))
+        current = history[-1]["version"] if history else None
+        return [{**d, "current": d is history[-1], "available": d.get("version") in present,
+                 "live": d.get("version") == current and current is not None} for d in history]
+
+    def rollback(self, uri: str, version: str | None = None) -> dict:
+        """Make an older retained version current again (default: the one before current)."""
+        io = self._io(uri)
+        state = versions.current_state_for_read(io)
+        present = set(io.listdir(layout.VERSIONS))
+        history = versions.history(io)
+        if version is None:
+            earlier = [d["version"] for d in history[:-1]
+                       if d.get("version") and d["version"] != state.commit["version"] and d["version"] in present]
+            if not earlier:
+                raise KvioError("no earlier version is retained to roll back to", store=uri)
+            version = earlier[-1]
+        if version not in present:
+            raise StoreNotFoundError(f"version {version} is not retained (garbage collected)", store=uri)
+        versions.load_manifest(io, version)  # must be intact before we point at it
+        return versions.publish_commit(io, state.seq + 1, version, "rollback")
+
+    def gc(self, uri: str, older_than: float | None = None) -> dict[str, list[str]]:
+        io = self._io(uri)
+        if not io.exists(layout.MARKER):
+            versions.current_state_for_read(io)
+        age = self.conf.staging_max_age if older_than is None else older_than
+        return versions.collect_garbage(io, self.conf.versions_retain, older_than=age)

@@ -1,0 +1,252 @@
+"""Writing sorted pairs into partition files, and the single-process store writer.
+
+:class:`SortedPairWriter` is what every writer shares (the Python API, Spark tasks, MapReduce
+reducers): it checks types and key order, cuts blocks at ``kvio.block.size`` and rolls over to
+a new partition file past ``kvio.partition.size.max``, inside one committer task attempt.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .committer import Job, TaskAttempt
+from .config import Config
+from .errors import KeyOrderError, PairTooLargeError, WriterClosedError
+from .format.partition_writer import PartitionWriter
+
+_PAIR_OVERHEAD = 16 + 24  # two int64 offsets + about 1/0.7 of a 16-byte index slot
+
+
+def _as_bytes(obj: Any, what: str) -> bytes:
+    if type(obj) is bytes:
+        return obj
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    raise TypeError(f"{what} must be bytes, got {type(obj).__name__}"
+                    + (" (encode str with .encode())" if isinstance(obj, str) else ""))
+
+
+def _binary_column(col: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if col.type in (pa.binary(), pa.string(), pa.large_string()) or pa.types.is_binary_view(col.type) \
+            or pa.types.is_string_view(col.type):
+        col = pc.cast(col, pa.large_binary())
+    elif col.type != pa.large_binary():
+        raise TypeError(f"column {name!r} has type {col.type}; kvio stores bytes: cast it to "
+                        "binary or string first")
+    if col.null_count:
+        row = pc.index(pc.is_null(col), True).as_py()
+        raise TypeError(f"column {name!r} has a null at row {row}; keys and values cannot be null "
+                        "(use b'' for an empty value)")
+    return col
+
+
+def _column_buffers(col: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
+    """(offsets starting at 0 as int64, data buffer) of a large_binary array, zero-copy."""
+    offsets = np.frombuffer(col.buffers()[1], dtype="<i8", count=len(col) + 1, offset=col.offset * 8)
+    base, end = int(offsets[0]), int(offsets[-1])
+    return offsets - base, col.buffers()[2].slice(base, end - base) if end > base else b""
+
+
+class SortedPairWriter:
+    def __init__(self, attempt: TaskAttempt, conf: Config | None = None):
+        self.attempt = attempt
+        self.conf = conf or attempt.conf
+        self.store = attempt.ctx.uri
+        self._last: bytes | None = None
+        self._keys: list[bytes] = []
+        self._values: list[bytes] = []
+        self._buffered = 0
+        self._part: PartitionWriter | None = None
+        self._part_file = None
+        self._part_rel: str | None = None
+        self.count = 0
+        self.bytes = 0
+        self.closed = False
+
+    # ---- partitions --------------------------------------------------------------------
+    def _open_partition(self) -> PartitionWriter:
+        self._part_rel, self._part_file = self.attempt.new_partition_file()
+        self._part = PartitionWriter(self._part_file, codec=self.conf.compression,
+                                     level=self.conf.compression_level,
+                                     load_factor=self.conf.index_load_factor)
+        return self._part
+
+    def _finish_partition(self) -> None:
+        self._flush_block()
+        if self._part is None:
+            return
+        info = self._part.finish()
+        self.attempt.io.sync_file(self._part_file)
+        self._part_file.close()
+        self.attempt.add_partition(self._part_rel, info)
+        self.bytes += info["size"]
+        self._part = self._part_file = None
+
+    def _flush_block(self) -> None:
+        if self._keys:
+            (self._part or self._open_partition()).write_pairs(self._keys, self._values)
+            self._keys, self._values, self._buffered = [], [], 0
+
+    def _make_room(self, incoming: int, first_key: bytes) -> None:
+        """Roll to a new partition if ``incoming`` more bytes would pass the size limit."""
+        limit = self.conf.partition_size_max
+        if incoming > limit:
+            raise PairTooLargeError(f"pair of {incoming} bytes (with overhead) is larger than the "
+                                    f"partition limit kvio.partition.size.max={limit} bytes",
+                                    store=self.store, key=first_key)
+        current = (self._part.estimated_size if self._part else 0) + self._buffered
+        has_rows = self._keys or (self._part is not None and self._part.count)
+        if has_rows and current + incoming > limit:
+            self._finish_partition()
+
+    # ---- public ------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes) -> None:
+        if self.closed:
+            raise WriterClosedError("writer is closed", store=self.store)
+        key = _as_bytes(key, "key")
+        value = _as_bytes(value, "value")
+        last = self._last
+        if last is not None and not last < key:
+            raise self._order_error(last, key)
+        size = len(key) + len(value) + _PAIR_OVERHEAD
+        self._make_room(size + (4096 if not self._part else 0), key)
+        self._keys.append(key)
+        self._values.append(value)
+        self._buffered += size
+        self._last = key
+        self.count += 1
+        if self._buffered >= self.conf.block_size:
+            self._flush_block()
+
+    def _order_error(self, previous: bytes, key: bytes) -> KeyOrderError:
+        what = "duplicate key" if previous == key else \
+            f"keys must be strictly increasing (unsigned byte order); previous key {previous!r}"
+        return KeyOrderError(what, store=self.store, key=key)
+
+    def put_many(self, pairs: Iterable[tuple[bytes, bytes]] | pa.Table | pa.RecordBatch,
+                 key_column: str = "key", value_column: str = "value") -> None:
+        """Many pairs at once: an iterable of (key, value), or an Arrow Table/RecordBatch
+        with binary or string ``key``/``value`` columns, already sorted by key."""
+        if isinstance(pairs, (pa.Table, pa.RecordBatch)):
+            self._put_arrow(pairs, key_column, value_column)
+            return
+        put = self.put
+        for key, value in pairs:
+            put(key, value)
+
+    def _put_arrow(self, table, key_column: str, value_column: str) -> None:
+        if self.closed:
+            raise WriterClosedError("writer is closed", store=self.store)
+        names = table.schema.names
+        for col in (key_column, value_column):
+            if col not in names:
+                raise TypeError(f"Arrow input has no column {col!r} (columns: {names})")
+        keys = _binary_column(table.column(key_column), key_column)
+        values = _binary_column(table.column(value_column), value_column)
+        n = len(keys)
+        if n == 0:
+            return
+        if n > 1:
+            in_order = pc.less(keys.slice(0, n - 1), keys.slice(1))
+            if not pc.all(in_order).as_py():
+                bad = pc.index(in_order, False).as_py()
+                raise self._order_error(keys[bad].as_py(), keys[bad + 1].as_py())
+        first = keys[0].as_py()
+        if self._last is not None and not self._last < first:
+            raise self._order_error(self._last, first)
+        self._flush_block()
+        koffs, _ = _column_buffers(keys)
+        voffs, _ = _column_buffers(values)
+        pair_sizes = np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD
+        cum = np.cumsum(pair_sizes)
+        block, limit = self.conf.block_size, self.conf.partition_size_max
+        start = 0
+        while start < n:
+            base = int(cum[start - 1]) if start else 0
+            # block end: the first row at which the block reaches block_size (at least one row)
+            end = int(np.searchsorted(cum, base + block, side="left")) + 1
+            end = min(max(end, start + 1), n)
+            size = int(cum[end - 1]) - base
+            if size > limit and end - start > 1:
+                end = start + max(1, int(np.searchsorted(cum, base + limit // 2, side="left")) - start)
+                size = int(cum[end - 1]) - base
+            k_slice, v_slice = keys.slice(start, end - start), values.slice(start, end - start)
+            key_list = k_slice.to_pylist()
+            self._make_room(size + (4096 if not self._part else 0), key_list[0])
+            ko, kd = _column_buffers(k_slice)
+            vo, vd = _column_buffers(v_slice)
+            (self._part or self._open_partition()).write_columns(key_list, ko, kd, vo, vd)
+            start = end
+        self._last = keys[n - 1].as_py()
+        self.count += n
+
+    def close(self) -> dict[str, Any]:
+        """Finish the last partition; returns the task's commit message."""
+        if not self.closed:
+            self._finish_partition()
+            self.closed = True
+        return self.attempt.commit()
+
+    def discard(self) -> None:
+        """Abort: close any open file and remove the attempt's files."""
+        self.closed = True
+        if self._part_file is not None:
+            self._part_file.close()
+            self._part = self._part_file = None
+        self.attempt.abort()
+
+
+class StoreWriter:
+    """``with kvs.create_store(uri) as w: w.put(...)``: a one-task job committed on exit.
+    An exception inside the block aborts the job: nothing is published."""
+
+    def __init__(self, uri: str, mode: str = "error", conf: dict[str, Any] | None = None,
+                 storage_options: dict[str, Any] | None = None):
+        self.uri = uri
+        self.job = Job.setup(uri, mode=mode, conf=conf, storage_options=storage_options)
+        self.skipped = self.job.ctx.skip
+        self._writer = SortedPairWriter(self.job.task(0)) if not self.skipped else None
+        self.record: dict | None = None
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if self._writer is not None:
+            self._writer.put(key, value)
+
+    def put_many(self, pairs, key_column: str = "key", value_column: str = "value") -> None:
+        if self._writer is not None:
+            self._writer.put_many(pairs, key_column, value_column)
+
+    @property
+    def count(self) -> int:
+        return self._writer.count if self._writer else 0
+
+    def commit(self) -> dict | None:
+        if self._writer is None:
+            return None
+        try:
+            message = self._writer.close()
+            self.record = self.job.commit([message], num_tasks=1)
+        except BaseException:
+            if not self.job.committed:
+                self.job.abort()
+            raise
+        return self.record
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+            self.job.abort()
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
