@@ -1,18 +1,23 @@
 """The I/O seam: the only module that touches filesystems.
 
 Everything else asks a :class:`FileIO` to read, write, list and publish. It wraps an fsspec
-filesystem and adds the one operation fsspec lacks, an atomic *no-clobber* publish, implemented
-per filesystem (see docs/COMMIT.md):
+filesystem and adds the one operation fsspec lacks, an atomic *no-clobber* publish. How that
+step is done depends on what the filesystem can do, detected from its fsspec class (see
+:func:`detect_capability` and docs/COMMIT.md):
 
-* local disk: ``os.link`` (fails if the target exists, atomic) for files; directories are
-  renamed only to fresh unique names, or after claiming the target with ``mkdir`` because
-  ``os.rename`` silently replaces an empty directory;
-* HDFS (fsspec ``hdfs``/``viewfs``, pyarrow or hdfs-native): HDFS ``rename`` refuses an
-  existing target, which is the commit point;
-* fsspec ``memory``: a process-wide lock makes check-then-move atomic within the process that
-  owns the memory filesystem (used by tests of filesystem-generic code);
-* anything else (object stores): no atomic no-clobber step is available through fsspec, so
-  publishing is refused unless ``kvio.commit.allow.non.atomic`` is set.
+* ``local`` (fsspec's LocalFileSystem): a file is published with ``os.link``, which is atomic
+  and fails if the target exists; a directory is renamed only after claiming the target name
+  with ``mkdir``, because ``os.rename`` silently replaces an *empty* directory.
+* ``hdfs-rename-noreplace`` (hdfs-native's fsspec filesystem, which registers itself for
+  ``hdfs://`` and ``viewfs://``): HDFS ``rename2`` without the OVERWRITE option is atomic in
+  the NameNode and fails with FileAlreadyExistsException (FileExistsError) if the target exists.
+* ``memory`` (fsspec's ``memory://``): a process-wide lock makes check-then-move atomic; the
+  memory filesystem is private to one process anyway.
+* ``none``: everything else — object stores, WebHDFS (fsspec ignores RENAME's false result) and
+  pyarrow's HadoopFileSystem (Arrow's ``Move`` deletes an existing target file, then renames).
+  Publishing is refused unless ``kvio.commit.allow.non.atomic`` is set; then a commit record is
+  one whole-object write with fsspec's ``mode="create"`` (a conditional put where the backend
+  implements it, check-then-write otherwise) and directories move with a plain ``mv``.
 """
 from __future__ import annotations
 
@@ -21,20 +26,53 @@ import os
 import posixpath
 import threading
 import uuid
-from typing import IO, Iterable
+from typing import IO, Any, Iterable
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
 from .errors import UnsafeFilesystemError
 
 _MEMORY_LOCK = threading.Lock()
-_ATOMIC_RENAME_PROTOCOLS = {"hdfs", "viewfs", "webhdfs"}
+
+LOCAL = "local"
+MEMORY = "memory"
+HDFS_NOREPLACE = "hdfs-rename-noreplace"
+NONE = "none"
+ATOMIC_CAPABILITIES = frozenset({LOCAL, MEMORY, HDFS_NOREPLACE})
 
 
-def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+def _protocols(fs: Any) -> set[str]:
     proto = fs.protocol
     return {proto} if isinstance(proto, str) else set(proto)
+
+
+def _is_hdfs_native(cls: type) -> bool:
+    return any(k.__module__.split(".")[0] == "hdfs_native" for k in cls.__mro__)
+
+
+def detect_capability(fs: fsspec.AbstractFileSystem | type) -> tuple[str, str]:
+    """(capability, reason) of an fsspec filesystem instance or class."""
+    cls = fs if isinstance(fs, type) else type(fs)
+    protos = _protocols(cls)
+    if issubclass(cls, LocalFileSystem):
+        return LOCAL, "local disk: os.link publishes a file without replacing one"
+    if issubclass(cls, MemoryFileSystem) and "memory" in protos:
+        return MEMORY, "in-process memory filesystem: moves are serialised by a lock"
+    if _is_hdfs_native(cls):
+        return HDFS_NOREPLACE, "hdfs-native: HDFS rename without OVERWRITE refuses an existing target"
+    module = cls.__module__
+    if module.startswith("fsspec.implementations.arrow"):
+        return NONE, ("pyarrow's filesystems cannot rename without replacing: Arrow's HDFS Move "
+                      "deletes an existing target file and retries, and moves a directory *into* "
+                      "an existing one; for HDFS install hdfs-native (pip install 'kvio[hdfs]'), "
+                      "which fsspec then uses for hdfs://")
+    if protos & {"webhdfs", "swebhdfs"}:
+        return NONE, "WebHDFS through fsspec does not report a refused RENAME"
+    return NONE, (f"{cls.__name__} ({'/'.join(sorted(protos))}) has no atomic no-clobber rename "
+                  "or conditional create that kvio can rely on (object stores)")
 
 
 class FileIO:
@@ -42,13 +80,13 @@ class FileIO:
 
     def __init__(self, uri: str, *, allow_non_atomic: bool = False, storage_options: dict | None = None):
         self.uri = uri
-        if "://" not in uri:
+        if "://" not in uri and "::" not in uri:
             uri = os.path.abspath(uri)
         self.fs, root = url_to_fs(uri, **(storage_options or {}))
-        protos = _protocols(self.fs)
-        self.is_local = bool(protos & {"file", "local"})
-        self.is_memory = "memory" in protos
-        self.atomic_rename = bool(protos & _ATOMIC_RENAME_PROTOCOLS)
+        self.capability, self.capability_reason = detect_capability(self.fs)
+        self.is_local = self.capability == LOCAL
+        self.is_memory = self.capability == MEMORY
+        self.atomic_rename = self.capability == HDFS_NOREPLACE
         self.root = root.rstrip("/") or "/"
         self.allow_non_atomic = allow_non_atomic
 
@@ -62,13 +100,13 @@ class FileIO:
 
     @property
     def can_publish_atomically(self) -> bool:
-        return self.is_local or self.is_memory or self.atomic_rename
+        return self.capability in ATOMIC_CAPABILITIES
 
     def require_atomic(self) -> None:
         if not self.can_publish_atomically and not self.allow_non_atomic:
             raise UnsafeFilesystemError(
-                f"filesystem {sorted(_protocols(self.fs))} has no atomic no-clobber rename, so a "
-                "publish could be seen half-done or overwrite a concurrent writer; set "
+                f"cannot publish atomically here: {self.capability_reason}. A publish could be "
+                "seen half-done or silently replace a concurrent writer's; set "
                 "kvio.commit.allow.non.atomic=true to accept that risk", store=self.uri)
 
     # ---- queries -----------------------------------------------------------------------
@@ -101,10 +139,49 @@ class FileIO:
         return int(self.fs.size(self.path(rel)))
 
     def modified(self, rel: str) -> float | None:
+        """Modification time in seconds since the epoch, None if unknown or missing."""
+        if self.is_local:
+            try:
+                return os.stat(self.path(rel)).st_mtime
+            except OSError:
+                return None
         try:
-            return self.fs.modified(self.path(rel)).timestamp()
-        except (NotImplementedError, AttributeError, FileNotFoundError):
+            stamp = self.fs.modified(self.path(rel))
+        except (NotImplementedError, AttributeError, FileNotFoundError, OSError, KeyError):
             return None
+        return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+
+    def newest_mtime(self, rel: str) -> float | None:
+        """The newest modification time of a directory and everything under it (a job's
+        staging is as young as its latest write), None when nothing there has a time."""
+        stamps: list[float] = []
+        if self.is_local:
+            for top, dirs, files in os.walk(self.path(rel)):
+                for name in [""] + dirs + files:
+                    try:
+                        stamps.append(os.lstat(os.path.join(top, name)).st_mtime)
+                    except OSError:
+                        pass
+            return max(stamps, default=None)
+        own = self.modified(rel)
+        if own is not None:
+            stamps.append(own)
+        try:
+            found = self.fs.find(self.path(rel), withdirs=True, detail=True)
+        except (FileNotFoundError, NotImplementedError):
+            found = {}
+        for info in found.values():
+            for key in ("mtime", "LastModified", "last_modified", "modification_time", "created"):
+                stamp = info.get(key)
+                if stamp is None:
+                    continue
+                if hasattr(stamp, "timestamp"):
+                    stamp = stamp.timestamp()
+                elif key == "modification_time" and stamp > 1e11:  # milliseconds (HDFS)
+                    stamp = stamp / 1000
+                stamps.append(float(stamp))
+                break
+        return max(stamps, default=None)
 
     # ---- reading -----------------------------------------------------------------------
     def read_bytes(self, rel: str) -> bytes:
@@ -121,14 +198,24 @@ class FileIO:
 
     # ---- writing -----------------------------------------------------------------------
     def makedirs(self, rel: str) -> None:
-        self.fs.makedirs(self.path(rel), exist_ok=True)
+        self.fs.makedirs(self.path(rel) if rel else self.root, exist_ok=True)
+
+    def mkdir(self, rel: str) -> None:
+        """Create one directory whose parent must exist (local disk: FileNotFoundError when
+        the parent is gone, so a zombie task attempt cannot recreate a committed job dir)."""
+        if self.is_local:
+            os.mkdir(self.path(rel))
+        else:
+            self.fs.makedirs(self.path(rel), exist_ok=True)
 
     def open_output(self, rel: str) -> IO[bytes]:
-        """A new file. On local disk it is created exclusively (never truncates another's)."""
-        # Parents are not created here: a zombie task attempt whose directory was already
-        # committed (moved) or aborted must fail instead of recreating it.
+        """A new file. Never truncates an existing one where the filesystem can refuse."""
+        # Parents are not created here on local disk: a zombie task attempt whose directory
+        # was already committed (moved) or aborted fails instead of recreating it.
         if self.is_local:
             return open(self.path(rel), "xb")
+        if self.atomic_rename:  # hdfs-native: HDFS create without OVERWRITE
+            return self.fs.open(self.path(rel), "wb", overwrite=False)
         return self.fs.open(self.path(rel), "wb")
 
     def sync_file(self, handle: IO[bytes]) -> None:
@@ -149,25 +236,34 @@ class FileIO:
     def write_new_file(self, rel: str, data: bytes) -> None:
         """Write a whole file that must not exist yet, atomically: readers see all or nothing,
         and an existing file is never replaced (FileExistsError instead)."""
+        self.require_atomic()
         parent = posixpath.dirname(rel)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(rel)}")
         self.makedirs(parent)
+        if not self.can_publish_atomically:
+            # Opted in: one whole-object write, conditional where the backend supports it.
+            try:
+                self.fs.pipe_file(self.path(rel), data, mode="create")
+            except TypeError:  # fsspec older than mode="create"
+                if self.fs.exists(self.path(rel)):
+                    raise FileExistsError(errno.EEXIST, "target exists", self.path(rel)) from None
+                self.fs.pipe_file(self.path(rel), data)
+            return
+        tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(rel)}")
         with self.open_output(tmp) as handle:
             handle.write(data)
             self.sync_file(handle)
         try:
             self.publish_file(tmp, rel)
         finally:
-            if self.exists(tmp):
-                self.delete_file(tmp)
+            self.delete_file(tmp)
 
     def publish_file(self, src_rel: str, dst_rel: str) -> None:
-        """Atomically make src visible as dst, failing with FileExistsError if dst exists."""
+        """Atomically make src visible as dst, failing with FileExistsError if dst exists.
+        src may be left behind (the caller removes it)."""
         self.require_atomic()
         src, dst = self.path(src_rel), self.path(dst_rel)
         if self.is_local:
-            os.link(src, dst)  # atomic and refuses an existing target
-            os.unlink(src)
+            os.link(src, dst)  # atomic, and refuses an existing target
             self._sync_dir(posixpath.dirname(dst_rel))
         elif self.is_memory:
             with _MEMORY_LOCK:
@@ -175,10 +271,7 @@ class FileIO:
                     raise FileExistsError(errno.EEXIST, "target exists", dst)
                 self.fs.mv(src, dst)
         elif self.atomic_rename:
-            # HDFS rename fails when the target exists; fsspec surfaces that as an OSError.
-            if self.fs.exists(dst):
-                raise FileExistsError(errno.EEXIST, "target exists", dst)
-            self.fs.mv(src, dst)
+            self.fs.mv(src, dst)  # hdfs-native: rename(overwrite=False) raises FileExistsError
         else:  # opted in to non-atomic publishing
             if self.fs.exists(dst):
                 raise FileExistsError(errno.EEXIST, "target exists", dst)
@@ -207,10 +300,28 @@ class FileIO:
                 if self.fs.exists(dst):
                     raise FileExistsError(errno.EEXIST, "target exists", dst)
                 self.fs.mv(src, dst, recursive=True)
+        elif self.atomic_rename:
+            self.fs.mv(src, dst)  # one NameNode rename of the whole tree, no overwrite
         else:
             if self.fs.exists(dst):
                 raise FileExistsError(errno.EEXIST, "target exists", dst)
             self.fs.mv(src, dst, recursive=True)
+
+    def copy_from(self, src_io: "FileIO", src_rel: str, dst_rel: str) -> None:
+        """Put an immutable file of another (or this) store at dst_rel, a new name: a hard link
+        on one local disk, otherwise a streamed copy."""
+        self.makedirs(posixpath.dirname(dst_rel))
+        if src_io.is_local and self.is_local:
+            try:
+                os.link(src_io.path(src_rel), self.path(dst_rel))
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+        with src_io.open_input(src_rel) as fin, self.open_output(dst_rel) as fout:
+            while chunk := fin.read(8 << 20):
+                fout.write(chunk)
+            self.sync_file(fout)
 
     # ---- deleting ----------------------------------------------------------------------
     def delete_file(self, rel: str) -> None:
@@ -232,10 +343,14 @@ class FileIO:
             self.delete_tree(rel)
 
 
+TMP_PREFIX = ".tmp-"
+
+
 def check_same_device(io: FileIO, a_rel: str, b_rel: str) -> bool:
     """True when two local paths live on one device, so a rename between them is atomic."""
     if not io.is_local:
         return True
+
     def dev(rel: str) -> int:
         path = io.path(rel)
         while not os.path.exists(path):

@@ -5,8 +5,10 @@ import heapq
 import posixpath
 from bisect import bisect_right
 from collections.abc import ItemsView, KeysView, Mapping
+from itertools import repeat
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from . import layout
@@ -83,6 +85,8 @@ class StoreReader(Mapping):
         self._mins = [bytes.fromhex(parts[i]["min_key"]) for i in order]
         self._maxs = [bytes.fromhex(parts[i]["max_key"]) for i in order]
         self._count = manifest.get("count")
+        # Lookup functions of the partitions in ``order`` (None until opened).
+        self._gets: list = [None] * len(order)
         if io.is_local:  # open everything now so a later GC of this version cannot break us
             for i in live:
                 self._partition(i)
@@ -106,7 +110,17 @@ class StoreReader(Mapping):
                                      verify=self.conf.verify_checksums,
                                      cache_blocks=self.conf.cache_blocks)
             self._readers[i] = reader
+            if i in self._order:
+                self._gets[self._order.index(i)] = reader.get
+            if len(self._order) == 1 and self._order[0] == i:
+                # One live partition: its own lookup is the store's (one call per get; the
+                # partition's index answers out-of-range keys as misses).
+                self.get = reader.get
         return reader
+
+    def _open_get(self, j: int):
+        self._partition(self._order[j])
+        return self._gets[j]
 
     def partition_readers(self) -> list[PartitionReader]:
         return [self._partition(i) for i in range(len(self._entries))]
@@ -119,19 +133,51 @@ class StoreReader(Mapping):
             j = bisect_right(self._mins, key) - 1
             if j < 0 or key > self._maxs[j]:
                 return default
-            i = self._order[j]
-            return (self._readers[i] or self._partition(i)).get(key, default)
-        for j, i in enumerate(self._order):
+            return (self._gets[j] or self._open_get(j))(key, default)
+        for j, get in enumerate(self._gets):
             if self._mins[j] <= key <= self._maxs[j]:
-                value = (self._readers[i] or self._partition(i)).get(key, _MISSING)
+                value = (get or self._open_get(j))(key, _MISSING)
                 if value is not _MISSING:
                     return value
         return default
 
-    def get_many(self, keys) -> list[bytes | None]:
-        """Values (or None) for many keys, in input order."""
-        get = self.get
-        return [get(k) for k in keys]
+    def get_many(self, keys, default=None) -> list:
+        """Values (or ``default``) for many keys, in input order: keys are grouped by
+        partition and each group is looked up in one vectorised pass."""
+        keys = [k if type(k) is bytes else _key(k) for k in keys]
+        order = self._order
+        if not order:
+            return [default] * len(keys)
+        if len(order) == 1:
+            return self._partition(order[0]).get_many(keys, default)
+        out = [default] * len(keys)
+        if self._disjoint:
+            where = np.fromiter(map(bisect_right, repeat(self._mins), keys), dtype=np.int64,
+                                count=len(keys)) - 1
+            by_part = np.argsort(where, kind="stable")
+            bounds = np.searchsorted(where[by_part], np.arange(len(order) + 1))
+            for j in range(len(order)):
+                idx = by_part[bounds[j]:bounds[j + 1]].tolist()
+                if idx:
+                    values = self._partition(order[j]).get_many([keys[i] for i in idx], default)
+                    for i, v in zip(idx, values):
+                        out[i] = v
+            return out
+        # Overlapping ranges: highest priority first; later partitions see only the misses.
+        pending = list(range(len(keys)))
+        for j, i in enumerate(order):
+            lo, hi = self._mins[j], self._maxs[j]
+            ask = [p for p in pending if lo <= keys[p] <= hi]
+            if not ask:
+                continue
+            values = self._partition(i).get_many([keys[p] for p in ask], _MISSING)
+            found = set()
+            for p, v in zip(ask, values):
+                if v is not _MISSING:
+                    out[p] = v
+                    found.add(p)
+            pending = [p for p in pending if p not in found]
+        return out
 
     def __getitem__(self, key) -> bytes:
         value = self.get(key, _MISSING)
@@ -240,6 +286,8 @@ class StoreReader(Mapping):
             if r is not None:
                 r.close()
         self._readers = [None] * len(self._entries)
+        self._gets = [None] * len(self._order)
+        self.__dict__.pop("get", None)
 
     def __enter__(self) -> "StoreReader":
         return self

@@ -99,7 +99,9 @@ class SortedPairWriter:
             raise PairTooLargeError(f"pair of {incoming} bytes (with overhead) is larger than the "
                                     f"partition limit kvio.partition.size.max={limit} bytes",
                                     store=self.store, key=first_key)
-        current = (self._part.estimated_size if self._part else 0) + self._buffered
+        # Before the first block is flushed, count ~4 KiB for the file's header, index and
+        # footer here, not in ``incoming``: a pair's own size decides whether it is too large.
+        current = (self._part.estimated_size if self._part else 4096) + self._buffered
         has_rows = self._keys or (self._part is not None and self._part.count)
         if has_rows and current + incoming > limit:
             self._finish_partition()
@@ -114,7 +116,7 @@ class SortedPairWriter:
         if last is not None and not last < key:
             raise self._order_error(last, key)
         size = len(key) + len(value) + _PAIR_OVERHEAD
-        self._make_room(size + (4096 if not self._part else 0), key)
+        self._make_room(size, key)
         self._keys.append(key)
         self._values.append(value)
         self._buffered += size
@@ -177,7 +179,7 @@ class SortedPairWriter:
                 size = int(cum[end - 1]) - base
             k_slice, v_slice = keys.slice(start, end - start), values.slice(start, end - start)
             key_list = k_slice.to_pylist()
-            self._make_room(size + (4096 if not self._part else 0), key_list[0])
+            self._make_room(size, key_list[0])
             ko, kd = _column_buffers(k_slice)
             vo, vd = _column_buffers(v_slice)
             (self._part or self._open_partition()).write_columns(key_list, ko, kd, vo, vd)
@@ -212,6 +214,7 @@ class StoreWriter:
         self.skipped = self.job.ctx.skip
         self._writer = SortedPairWriter(self.job.task(0)) if not self.skipped else None
         self.record: dict | None = None
+        self.aborted = False
 
     def put(self, key: bytes, value: bytes) -> None:
         if self._writer is not None:
@@ -238,6 +241,7 @@ class StoreWriter:
         return self.record
 
     def abort(self) -> None:
+        self.aborted = True
         if self._writer is not None:
             self._writer.discard()
             self.job.abort()
@@ -246,7 +250,7 @@ class StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
+        if exc_type is None and not self.aborted:  # an explicit abort() publishes nothing
             self.commit()
         else:
             self.abort()

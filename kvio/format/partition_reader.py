@@ -3,51 +3,78 @@
 Checksums are verified the first time each block or index page is touched (and the footer at
 open), so a flipped byte raises CorruptStoreError instead of being returned. Files are
 immutable, so a verified piece stays verified for the reader's lifetime.
+
+Speed notes (docs/benchmarks.md has the figures). ``get`` is a closure made once per reader
+with everything it needs in local cells, so a lookup is one Python call: XXH3 of the key, the
+home slot, slot reads through a ``memoryview`` cast to uint64 (no struct unpacking), one bisect
+from row to block, and key and value slices taken straight from the memory map (one copy for
+the returned value). ``get_many`` probes the index for all keys at once with numpy.
 """
 from __future__ import annotations
 
 import json
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from struct import Struct
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 
 from ..errors import CorruptStoreError, UnsupportedFormatError
 from .source import Source
-from .spec import (HEADER, INDEX_PAGE_BYTES, PARTITION_MAGIC, SUPPORTED_VERSIONS, TRAILER,
-                   checksum, key_hash, pad8)
+from .spec import (HEADER, INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS, PARTITION_MAGIC,
+                   SUPPORTED_VERSIONS, TRAILER, checksum, pad8)
 
-_PAIR = Struct("<qq")
-_unpack_pair = _PAIR.unpack_from
-_unpack_slot = Struct("<QQ").unpack_from
+_xxh = xxhash.xxh3_64_intdigest
 SCHEMA = pa.schema([pa.field("key", pa.large_binary(), nullable=False),
                     pa.field("value", pa.large_binary(), nullable=False)])
+_PAGE_WORDS = INDEX_PAGE_BYTES // 8
+#: below this many keys get_many loops over get (numpy set-up costs more than it saves)
+_VECTOR_MIN = 32
+
+
+def as_key(obj: Any) -> bytes:
+    if type(obj) is bytes:
+        return obj
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    raise TypeError(f"keys are bytes, got {type(obj).__name__}"
+                    + (" (encode str with .encode())" if isinstance(obj, str) else ""))
 
 
 class _Block:
-    """A verified, decoded block: byte positions of its four regions inside ``view``."""
+    """A verified, decoded block.
 
-    __slots__ = ("n", "view", "buffer", "kd", "vo", "vd")
+    ``hot`` is what lookups need, as one tuple: (u64 view, bytes-sliceable raw, word index of
+    the key offsets minus the block's first row, byte position of the key data, word index of
+    the value offsets minus the first row, byte position of the value data), positions inside
+    ``raw``. ``buffer`` is the block alone as an Arrow buffer, ``kd``/``vo``/``vd`` the
+    positions of its regions inside it (for record batches).
+    """
 
-    def __init__(self, n, view, buffer, kd, vo, vd):
-        self.n, self.view, self.buffer, self.kd, self.vo, self.vd = n, view, buffer, kd, vo, vd
+    __slots__ = ("n", "r0", "buffer", "kd", "vo", "vd", "hot")
+
+    def __init__(self, n, r0, buffer, kd, vo, vd, hot):
+        self.n, self.r0, self.buffer, self.kd, self.vo, self.vd, self.hot = n, r0, buffer, kd, vo, vd, hot
 
 
 class _LRU:
-    """Evicts from a plain list cache (list lookup keeps the hot path fast)."""
+    """Evicts from plain list caches (list lookup keeps the hot path fast)."""
 
-    def __init__(self, slots: list, capacity: int):
+    def __init__(self, slots: Sequence[list], capacity: int, on_evict: Callable[[int], None] | None = None):
         self.slots, self.capacity, self.order = slots, max(1, capacity), OrderedDict()
+        self.on_evict = on_evict
 
     def add(self, i: int) -> None:
         self.order[i] = None
         self.order.move_to_end(i)
         while len(self.order) > self.capacity:
             old, _ = self.order.popitem(last=False)
-            self.slots[old] = None
+            for slots in self.slots:
+                slots[old] = None
+            if self.on_evict is not None:
+                self.on_evict(old)
 
 
 class PartitionReader:
@@ -57,13 +84,35 @@ class PartitionReader:
         self.store = store
         self.name = source.name
         self.verify = verify
+        self.closed = False
         self._open(expected)
-        self._blocks: list = [None] * self.block_count
-        self._pages: list = [None] * self.index_pages
-        bounded = not source.mapped or self.codec != "none"
-        self._block_lru = _LRU(self._blocks, cache_blocks) if bounded else None
-        self._page_lru = _LRU(self._pages, cache_blocks * 4) if not source.mapped else None
+        nb, npg = self.block_count, self.index_pages
+        self._blocks: list = [None] * nb
+        self._hot: list = [None] * nb
+        # One spare None after the last page: a probe that runs off the end reaches
+        # _load_page, which reports the corruption (a valid index always ends in an empty slot).
+        self._pages: list = [None] * (npg + 1)
+        self._page_ok = np.zeros(npg + 1, dtype=bool)
+        self._block_ok = np.zeros(nb, dtype=bool)
         self._codec = None if self.codec == "none" else pa.Codec(self.codec)
+        self._mapped = source.mapped
+        self._flat = self._mapped and self._codec is None  # blocks read in place from the map
+        bounded = not self._flat
+        self._block_lru = _LRU((self._blocks, self._hot), cache_blocks, self._evicted) if bounded else None
+        self._page_lru = _LRU((self._pages,), cache_blocks * 4, self._page_evicted) if not self._mapped else None
+        self._first_rows_np = np.asarray(self._first_rows, dtype=np.int64)
+        if self._mapped:
+            raw = source.raw
+            self._raw = raw
+            words = self.size // 8
+            self._words = memoryview(raw)[:words * 8].cast("Q")
+            self._u64 = np.frombuffer(self._words, dtype=np.uint64)
+            ib = self._index_offset // 8
+            self._table = self._u64[ib:ib + npg * _PAGE_WORDS].reshape(-1, 2)
+            if self._flat:
+                # Per block, filled when it is verified: the same four positions as ``hot``.
+                self._blk_pos = np.zeros((4, nb), dtype=np.int64)
+        self.get = self._make_get()
 
     def _corrupt(self, what: str, key: bytes | None = None) -> CorruptStoreError:
         return CorruptStoreError(what, store=self.store, file=self.name, key=key)
@@ -75,13 +124,16 @@ class PartitionReader:
             raise self._corrupt(f"file is {size} bytes, manifest says {expected['size']}")
         if size < HEADER.size + TRAILER.size:
             raise self._corrupt(f"file too small to be a partition ({size} bytes)")
-        magic, version, _ = HEADER.unpack(self.source.read(0, HEADER.size))
+        head = self.source.read_bytes(0, HEADER.size)
+        trailer = self.source.read_bytes(size - TRAILER.size, TRAILER.size)
+        if len(head) != HEADER.size or len(trailer) != TRAILER.size:  # remote: size is the manifest's
+            raise self._corrupt(f"file is shorter than its recorded size of {size} bytes")
+        magic, version, _ = HEADER.unpack(head)
         if magic != PARTITION_MAGIC:
             raise self._corrupt("bad magic number in header (not a kvio partition file)")
         if version not in SUPPORTED_VERSIONS:
             raise UnsupportedFormatError(f"partition format version {version} not supported",
                                          store=self.store, file=self.name)
-        trailer = bytes(self.source.read(size - TRAILER.size, TRAILER.size))
         f_off, f_len, f_sum, t_version, _flags, t_sum, t_magic = TRAILER.unpack(trailer)
         if t_magic != PARTITION_MAGIC or checksum(trailer[:32]) != t_sum:
             raise self._corrupt("trailer is damaged (magic or trailer checksum mismatch)")
@@ -92,7 +144,7 @@ class PartitionReader:
         if expected is not None and expected.get("footer_checksum") is not None \
                 and f"{f_sum:016x}" != expected["footer_checksum"]:
             raise self._corrupt("footer checksum differs from the manifest (wrong or replaced file)")
-        footer = bytes(self.source.read(f_off, f_len))
+        footer = self.source.read_bytes(f_off, f_len)
         if checksum(footer) != f_sum:
             raise self._corrupt("footer checksum mismatch")
         meta_len = int.from_bytes(footer[:8], "little")
@@ -125,87 +177,220 @@ class PartitionReader:
         self.index_pages = np_
         self.footer_checksum = f"{f_sum:016x}"
         self.size = size
-        if self._first_rows[-1] != self.count or index["total_slots"] != np_ * 256:
+        if self._first_rows[-1] != self.count or index["total_slots"] != np_ * INDEX_PAGE_SLOTS:
             raise self._corrupt("footer is inconsistent (row or slot counts)")
+        if self._index_offset % 8 or self._index_offset + np_ * INDEX_PAGE_BYTES > f_off \
+                or not 0 < self._home_slots <= index["total_slots"]:
+            raise self._corrupt("footer is inconsistent (hash index position or size)")
         if expected is not None:
             for field in ("count", "min_key", "max_key"):
                 if field in expected and expected[field] != meta[field]:
                     raise self._corrupt(f"{field} in the file ({meta[field]}) differs from the manifest ({expected[field]})")
 
     # ---- verified pieces -----------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"partition reader for {self.name} is closed")
+
     def _load_page(self, p: int) -> memoryview:
+        self._check_open()
         if p >= self.index_pages:
             raise self._corrupt("hash index probe ran past the end of the index")
-        page = self.source.read(self._index_offset + p * INDEX_PAGE_BYTES, INDEX_PAGE_BYTES)
-        if len(page) != INDEX_PAGE_BYTES or (self.verify and checksum(page) != self._page_checksums[p]):
+        start = self._index_offset + p * INDEX_PAGE_BYTES
+        if self._mapped:
+            data = self._words[start >> 3:(start >> 3) + _PAGE_WORDS]
+        else:
+            raw = self.source.read_bytes(start, INDEX_PAGE_BYTES)
+            if len(raw) != INDEX_PAGE_BYTES:
+                raise self._corrupt(f"index page {p} is truncated")
+            data = memoryview(raw).cast("Q")
+        if self.verify and checksum(data) != self._page_checksums[p]:
             raise self._corrupt(f"index page {p} checksum mismatch")
-        self._pages[p] = page
+        self._pages[p] = data
+        self._page_ok[p] = True
         if self._page_lru is not None:
             self._page_lru.add(p)
-        return page
+        return data
 
-    def _load_block(self, b: int) -> _Block:
+    def _page_evicted(self, p: int) -> None:
+        self._page_ok[p] = False
+
+    def _evicted(self, b: int) -> None:
+        self._block_ok[b] = False
+
+    def _load_block(self, b: int) -> tuple:
+        """Verify and decode block ``b``; returns its ``hot`` tuple."""
+        self._check_open()
         off, stored_len, raw_len = self._block_offset[b], self._block_stored[b], self._block_raw[b]
-        stored_buf = self.source.read_buffer(off, stored_len)
-        if stored_buf.size != stored_len or (self.verify and checksum(stored_buf) != self._block_checksum[b]):
+        if off % 8 or off < HEADER.size or off + stored_len > self._index_offset:
+            raise self._corrupt(f"block {b} lies outside the data region")
+        if self._flat:
+            stored = self.source.read_buffer(off, stored_len)
+        else:
+            stored = self.source.read_bytes(off, stored_len)
+        if len(stored) != stored_len or (self.verify and checksum(stored) != self._block_checksum[b]):
             raise self._corrupt(f"block {b} checksum mismatch")
         if self._codec is not None:
             try:
-                buf = self._codec.decompress(stored_buf, decompressed_size=raw_len)
+                data = self._codec.decompress(stored, decompressed_size=raw_len, asbytes=True)
             except (OSError, pa.ArrowException) as exc:
                 raise self._corrupt(f"block {b} does not decompress: {exc}") from None
         else:
-            buf = stored_buf
-        n = self._first_rows[b + 1] - self._first_rows[b]
-        view = memoryview(buf)
+            data = stored
+        r0 = self._first_rows[b]
+        n = self._first_rows[b + 1] - r0
         try:
-            koffs = np.frombuffer(buf, dtype="<i8", count=n + 1)
+            koffs = np.frombuffer(data, dtype="<i8", count=n + 1)
             kd = 8 * (n + 1)
             vo = kd + pad8(int(koffs[-1]))
-            voffs = np.frombuffer(buf, dtype="<i8", count=n + 1, offset=vo)
+            voffs = np.frombuffer(data, dtype="<i8", count=n + 1, offset=vo)
             vd = vo + 8 * (n + 1)
-            ok = (koffs[0] == 0 and voffs[0] == 0 and vd + pad8(int(voffs[-1])) == raw_len == buf.size
+            ok = (koffs[0] == 0 and voffs[0] == 0 and vd + pad8(int(voffs[-1])) == raw_len == len(data)
                   and bool(np.all(koffs[1:] >= koffs[:-1])) and bool(np.all(voffs[1:] >= voffs[:-1])))
         except ValueError:
             ok = False
         if not ok:
             raise self._corrupt(f"block {b} layout is inconsistent")
-        block = _Block(n, view, buf, kd, vo, vd)
-        self._blocks[b] = block
+        if self._flat:
+            buffer = data
+            w = off >> 3
+            hot = (self._words, self._raw, w - r0, off + kd, w + (vo >> 3) - r0, off + vd)
+            self._blk_pos[:, b] = hot[2:]
+        else:
+            buffer = pa.py_buffer(data)
+            hot = (memoryview(data).cast("Q"), data, -r0, kd, (vo >> 3) - r0, vd)
+        self._blocks[b] = _Block(n, r0, buffer, kd, vo, vd, hot)
+        self._hot[b] = hot
+        self._block_ok[b] = True
         if self._block_lru is not None:
             self._block_lru.add(b)
-        return block
+        return hot
 
     # ---- point lookups ---------------------------------------------------------------------
-    def get(self, key: bytes, default=None):
-        h = key_hash(key)
-        s = h % self._home_slots
-        pages = self._pages
-        while True:
-            page = pages[s >> 8] or self._load_page(s >> 8)
-            hv, row = _unpack_slot(page, (s & 255) << 4)
-            if hv == h:
-                if row >= self.count:
-                    raise self._corrupt("index points past the last row", key)
-                b = bisect_right(self._first_rows, row) - 1
-                blk = self._blocks[b] or self._load_block(b)
-                i = row - self._first_rows[b]
-                view = blk.view
-                ka, kb = _unpack_pair(view, i << 3)
-                if view[blk.kd + ka:blk.kd + kb] == key:
-                    va, vb = _unpack_pair(view, blk.vo + (i << 3))
-                    return view[blk.vd + va:blk.vd + vb].tobytes()
-            elif hv == 0:
-                return default
-            s += 1
+    def _make_get(self) -> Callable[..., Any]:
+        pages, load_page = self._pages, self._load_page
+        hot_blocks, load_block = self._hot, self._load_block
+        first_rows, count, home_slots = self._first_rows, self.count, self._home_slots
+        corrupt, xxh, bisect = self._corrupt, _xxh, bisect_right
+
+        def get(key: bytes, default=None):
+            """The value of ``key``, or ``default``."""
+            if type(key) is not bytes:
+                key = as_key(key)
+            h = xxh(key) or 1
+            s = home = h % home_slots
+            while True:
+                page = pages[s >> 8] or load_page(s >> 8)
+                o = (s & 255) << 1
+                hv = page[o]
+                if hv == h:
+                    row = page[o + 1]
+                    if row >= count:
+                        raise corrupt("index points past the last row", key)
+                    b = bisect(first_rows, row) - 1
+                    words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
+                    kq += row
+                    if raw[kd + words[kq]:kd + words[kq + 1]] == key:
+                        vq += row
+                        return raw[vd + words[vq]:vd + words[vq + 1]]
+                elif not hv or hv % home_slots > home:
+                    # Slots are in home-slot order, so past our home's run the key is absent.
+                    return default
+                s += 1
+
+        return get
+
+    def get(self, key: bytes, default=None):  # replaced per instance by _make_get
+        return self.get(key, default)
+
+    def get_many(self, keys: Sequence[bytes], default=None) -> list:
+        """Values (or ``default``) for many keys, in order. On memory-mapped files the index is
+        probed for all keys at once with numpy; only hashing, the key comparison and the value
+        copy remain per key in Python."""
+        keys = [k if type(k) is bytes else as_key(k) for k in keys]
+        n = len(keys)
+        if not self._mapped or n < _VECTOR_MIN or self.count == 0:
+            get = self.get
+            return [get(k, default) for k in keys]
+        self._check_open()
+        hashes = np.fromiter(map(_xxh, keys), dtype=np.uint64, count=n)
+        hashes[hashes == 0] = 1
+        m = np.uint64(self._home_slots)
+        homes = hashes % m
+        table, total = self._table, self.index_pages * INDEX_PAGE_SLOTS
+        idx = np.arange(n)
+        slots = homes.astype(np.int64)
+        want, home = hashes, homes
+        found_idx, found_rows = [], []
+        while idx.size:
+            if int(slots.max()) >= total:
+                raise self._corrupt("hash index probe ran past the end of the index")
+            self._ensure(slots >> 8, self._page_ok, self._load_page)
+            hv = table[slots, 0]
+            hit = hv == want
+            if hit.any():
+                found_idx.append(idx[hit])
+                found_rows.append(table[slots[hit], 1])
+            more = ~hit & (hv != 0) & (hv % m <= home)
+            idx, slots, want, home = idx[more], slots[more] + 1, want[more], home[more]
+        out = [default] * n
+        if not found_idx:
+            return out
+        fidx = np.concatenate(found_idx)
+        rows = np.concatenate(found_rows)
+        if int(rows.max()) >= self.count:
+            raise self._corrupt("index points past the last row")
+        rows = rows.astype(np.int64)
+        blocks = np.searchsorted(self._first_rows_np, rows, side="right") - 1
+        get = self.get
+        if self._flat:
+            self._ensure(blocks, self._block_ok, self._load_block)
+            words = self._u64
+            kq, kd, vq, vd = (a[blocks] for a in self._blk_pos)
+            kq += rows
+            vq += rows
+            ks = kd + words[kq].astype(np.int64)
+            ke = kd + words[kq + 1].astype(np.int64)
+            vs = vd + words[vq].astype(np.int64)
+            ve = vd + words[vq + 1].astype(np.int64)
+            raw = self._raw
+            for i, a, e, c, d in zip(fidx.tolist(), ks.tolist(), ke.tolist(), vs.tolist(), ve.tolist()):
+                key = keys[i]
+                # A differing key here is a 64-bit hash collision: get() probes on past it.
+                out[i] = raw[c:d] if raw[a:e] == key else get(key, default)
+            return out
+        hot_blocks, load_block = self._hot, self._load_block
+        for i, row, b in zip(fidx.tolist(), rows.tolist(), blocks.tolist()):
+            key = keys[i]
+            words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
+            kq += row
+            if raw[kd + words[kq]:kd + words[kq + 1]] == key:
+                vq += row
+                out[i] = raw[vd + words[vq]:vd + words[vq + 1]]
+            else:
+                out[i] = get(key, default)
+        return out
+
+    @staticmethod
+    def _ensure(which: np.ndarray, ok: np.ndarray, load: Callable[[int], Any]) -> None:
+        """Verify (load) every page or block in ``which`` that is not verified yet."""
+        missing = which[~ok[which]]
+        if missing.size:
+            for i in np.unique(missing).tolist():
+                load(i)
 
     # ---- ordered access ---------------------------------------------------------------------
     def block(self, b: int) -> _Block:
-        return self._blocks[b] or self._load_block(b)
+        blk = self._blocks[b]
+        if blk is None:
+            self._load_block(b)
+            blk = self._blocks[b]
+        return blk
 
     def key_at(self, blk: _Block, i: int) -> bytes:
-        ka, kb = _unpack_pair(blk.view, i << 3)
-        return blk.view[blk.kd + ka:blk.kd + kb].tobytes()
+        words, raw, kq, kd, _, _ = blk.hot
+        kq += blk.r0 + i
+        return raw[kd + words[kq]:kd + words[kq + 1]]
 
     def _row_at_or_after(self, key: bytes) -> tuple[int, int]:
         """(block, row in block) of the first key >= ``key``."""
@@ -226,7 +411,10 @@ class PartitionReader:
 
     def batch(self, b: int) -> pa.RecordBatch:
         """Block ``b`` as a RecordBatch of large_binary key/value columns (zero-copy)."""
-        blk = self.block(b)
+        return self._batch_of(self.block(b))
+
+    @staticmethod
+    def _batch_of(blk: _Block) -> pa.RecordBatch:
         n, buf = blk.n, blk.buffer
         keys = pa.Array.from_buffers(pa.large_binary(), n, [None, buf.slice(0, 8 * (n + 1)),
                                                             buf.slice(blk.kd, blk.vo - blk.kd)])
@@ -257,11 +445,11 @@ class PartitionReader:
             elif rb == first_b:
                 begin_row = rr
         for b in range(first_b, last_b):
-            batch = self.batch(b)
+            blk = self.block(b)
+            batch = self._batch_of(blk)
             lo = begin_row if b == first_b else 0
-            hi = batch.num_rows
+            hi = blk.n
             if stop is not None and (b == last_b - 1 or (b + 1 < self.block_count and self.first_keys[b + 1] >= stop)):
-                blk = self.block(b)
                 l2, h2 = lo, hi
                 while l2 < h2:
                     mid = (l2 + h2) // 2
@@ -271,22 +459,24 @@ class PartitionReader:
                         h2 = mid
                 hi = l2
             if hi > lo:
-                yield batch.slice(lo, hi - lo) if (lo, hi) != (0, batch.num_rows) else batch
-            if hi < batch.num_rows:
+                yield batch.slice(lo, hi - lo) if (lo, hi) != (0, blk.n) else batch
+            if hi < blk.n:
                 return
 
     def verify_all(self) -> None:
         """Check every index page and block checksum and the key order (for `kvio verify`)."""
         for p in range(self.index_pages):
-            page = self.source.read(self._index_offset + p * INDEX_PAGE_BYTES, INDEX_PAGE_BYTES)
-            if checksum(page) != self._page_checksums[p]:
+            start = self._index_offset + p * INDEX_PAGE_BYTES
+            page = self.source.read(start, INDEX_PAGE_BYTES)
+            if len(page) != INDEX_PAGE_BYTES or checksum(page) != self._page_checksums[p]:
                 raise self._corrupt(f"index page {p} checksum mismatch")
         previous = None
         for b in range(self.block_count):
-            self._blocks[b] = None
-            batch = self.batch(b)
+            self._blocks[b] = self._hot[b] = None
+            blk = self.block(b)
+            batch = self._batch_of(blk)
             keys = batch.column(0)
-            if self.key_at(self.block(b), 0) != self.first_keys[b]:
+            if self.key_at(blk, 0) != self.first_keys[b]:
                 raise self._corrupt(f"block {b} first key differs from the block index")
             if previous is not None and not previous < self.first_keys[b]:
                 raise self._corrupt(f"block {b} starts at or before the previous block's last key",
@@ -296,14 +486,24 @@ class PartitionReader:
                 ok = pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py()
                 if not ok:
                     raise self._corrupt(f"keys in block {b} are not strictly increasing")
-            previous = self.key_at(self.block(b), batch.num_rows - 1)
+            previous = self.key_at(blk, blk.n - 1)
         if self.count and (self.first_keys[0] != self.min_key or previous != self.max_key):
             raise self._corrupt("min/max keys in the footer differ from the data")
 
     def close(self) -> None:
-        self._blocks = [None] * self.block_count
-        self._pages = [None] * self.index_pages
+        if self.closed:
+            return
+        self.closed = True
+        # Emptied in place: the lookup closure holds these lists and then fails cleanly.
+        self._blocks[:] = [None] * len(self._blocks)
+        self._hot[:] = [None] * len(self._hot)
+        self._pages[:] = [None] * len(self._pages)
+        self._page_ok[:] = False
+        self._block_ok[:] = False
+        if self._mapped:
+            self._table = self._u64 = None
+            self._words.release()
         try:
             self.source.close()
         except BufferError:
-            pass  # batches handed out still reference the mapping; Arrow frees it with them
+            pass  # batches handed out still reference the mapping; it is freed with them

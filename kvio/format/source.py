@@ -1,11 +1,12 @@
 """Random-access byte sources that partition readers read from.
 
-A mapped source exposes the whole file as one zero-copy buffer (local files, via pyarrow's
-memory map). A ranged source issues one ranged read per call (remote filesystems) and counts
-requests and bytes, which the remote-lookup benchmark reports.
+A mapped source exposes the whole file as one zero-copy buffer (local files, via a memory map).
+A ranged source issues one ranged read per call (remote filesystems) and counts requests and
+bytes, which the remote-lookup benchmark reports.
 """
 from __future__ import annotations
 
+import mmap
 from typing import Callable
 
 import pyarrow as pa
@@ -22,17 +23,29 @@ class Source:
     def read_buffer(self, offset: int, length: int) -> pa.Buffer:
         return pa.py_buffer(self.read(offset, length))
 
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        return bytes(self.read(offset, length))
+
     def close(self) -> None:
         pass
 
 
 class BufferSource(Source):
-    """The whole file in memory or memory-mapped: reads are zero-copy slices."""
+    """The whole file in memory or memory-mapped: reads are zero-copy slices.
+
+    ``raw`` is the same bytes as an object whose slices are ``bytes`` (the file's ``mmap`` or a
+    ``bytes`` object): point lookups slice keys and values straight out of it, one copy each.
+    """
 
     mapped = True
 
-    def __init__(self, buffer: pa.Buffer | bytes, name: str = "<bytes>", handle=None):
-        self.buffer = buffer if isinstance(buffer, pa.Buffer) else pa.py_buffer(buffer)
+    def __init__(self, buffer: pa.Buffer | bytes | mmap.mmap, name: str = "<bytes>", handle=None):
+        if isinstance(buffer, (bytes, mmap.mmap)):
+            self.raw = buffer
+            self.buffer = pa.py_buffer(buffer)
+        else:
+            self.buffer = buffer if isinstance(buffer, pa.Buffer) else pa.py_buffer(buffer)
+            self.raw = self.buffer.to_pybytes()
         self.view = memoryview(self.buffer)
         self.size = self.buffer.size
         self.name = name
@@ -40,8 +53,11 @@ class BufferSource(Source):
 
     @classmethod
     def map_file(cls, path: str) -> "BufferSource":
-        handle = pa.memory_map(path, "r")
-        return cls(handle.read_buffer(), name=path, handle=handle)
+        with open(path, "rb") as handle:
+            if handle.seek(0, 2) == 0:
+                return cls(b"", name=path)
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return cls(mapped, name=path, handle=mapped)
 
     def read(self, offset: int, length: int) -> memoryview:
         return self.view[offset:offset + length]
@@ -49,10 +65,15 @@ class BufferSource(Source):
     def read_buffer(self, offset: int, length: int) -> pa.Buffer:
         return self.buffer.slice(offset, length)
 
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        return self.raw[offset:offset + length]
+
     def close(self) -> None:
-        # Arrow keeps the mapping alive while exported batches still reference it.
         self.view.release()
+        self.buffer = None
         if self._handle is not None:
+            # Raises BufferError while Arrow batches handed out still reference the mapping;
+            # the map is then unmapped when the last of them is freed.
             self._handle.close()
 
 
@@ -67,7 +88,10 @@ class RangeSource(Source):
         self.bytes_read = 0
 
     def read(self, offset: int, length: int) -> memoryview:
+        return memoryview(self.read_bytes(offset, length))
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
         data = self._read_range(offset, length)
         self.requests += 1
         self.bytes_read += len(data)
-        return memoryview(data)
+        return bytes(data) if type(data) is not bytes else data

@@ -1,0 +1,7 @@
+"""``python -m kvio``: the same as the ``kvio`` console command."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Shared fixtures of the core tests."""
+from __future__ import annotations
+
+import uuid
+
+import fsspec
+import pytest
+
+pytest.register_assert_rewrite("tests.helpers")
+
+from kvio import KeyValueSystem
+from kvio.config import _defaults_text, _parse_conf_text, env_name
+
+
+@pytest.fixture(autouse=True)
+def _isolated_kvio_environment(monkeypatch):
+    """Tests see only the defaults: no $KVIO_CONF and no KVIO_* setting from the caller's shell."""
+    monkeypatch.delenv("KVIO_CONF", raising=False)
+    for name in _parse_conf_text(_defaults_text(), "defaults"):
+        monkeypatch.delenv(env_name(name), raising=False)
+
+
+@pytest.fixture
+def kvs() -> KeyValueSystem:
+    return KeyValueSystem()
+
+
+@pytest.fixture
+def make_kvs():
+    """``make_kvs(**{"kvio.block.size": "1KB"})``: a KeyValueSystem with overrides."""
+    def make(conf=None, **settings):
+        return KeyValueSystem(conf={**(conf or {}), **settings})
+    return make
+
+
+@pytest.fixture
+def store_uri(tmp_path) -> str:
+    return str(tmp_path / "store")
+
+
+# ---- filesystem-generic tests: the same tests on every backend ---------------------------------
+FILESYSTEMS = ["local", "memory"]
+
+
+@pytest.fixture(params=FILESYSTEMS)
+def fs_root(request, tmp_path):
+    """A fresh, empty base URI on one filesystem (a local tmp dir, or a unique memory:// path
+    that is removed afterwards)."""
+    if request.param == "local":
+        yield str(tmp_path)
+        return
+    fs = fsspec.filesystem("memory")
+    name = f"kvio-tests/{uuid.uuid4().hex}"
+    try:
+        yield f"memory://{name}"
+    finally:
+        if fs.exists(f"/{name}"):
+            fs.rm(f"/{name}", recursive=True)

@@ -1,0 +1,221 @@
+"""Damaged stores on disk: every read either raises CorruptStoreError naming the damaged file or
+returns exactly the right answer, never a wrong value."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import pytest
+
+from kvio import CorruptStoreError, KvioError
+
+from .helpers import key4, parse_partition, write_store
+
+CODECS = ["none", "zstd", "lz4"]
+PAIRS = [(key4(i * 3), (b"value %d " % i) * (i % 9)) for i in range(400)]
+MODEL = dict(PAIRS)
+ABSENT = [key4(i * 3 + 1) for i in range(0, 400, 13)] + [b"", b"\xff\xff\xff\xff\xff"]
+
+
+@pytest.fixture(params=CODECS)
+def damaged_store(request, make_kvs, tmp_path):
+    """A store of several partitions of several blocks; yields (kvs, uri, partition paths)."""
+    kvs = make_kvs({"kvio.block.compression": request.param, "kvio.block.size": "512B",
+                    "kvio.partition.size.max": "16KB"})
+    uri = str(tmp_path / "store")
+    write_store(kvs, uri, PAIRS)
+    with kvs.open_store(uri) as reader:
+        version = reader.version
+        parts = [os.path.join(uri, "_versions", version, p["path"]) for p in reader.manifest["partitions"]]
+    assert len(parts) >= 2
+    return kvs, uri, parts
+
+
+class Flipped:
+    """Change bytes of a file in place for the duration of a ``with`` block."""
+
+    def __init__(self, path: str):
+        self.path = path
+        with open(path, "rb") as f:
+            self.original = f.read()
+
+    def flip(self, pos: int, mask: int = 0xFF):
+        data = bytearray(self.original)
+        data[pos] ^= mask
+        return self._replace(bytes(data))
+
+    def replace(self, data: bytes):
+        return self._replace(data)
+
+    def _replace(self, data: bytes):
+        outer = self
+
+        class _Ctx:
+            def __enter__(self):
+                with open(outer.path, "wb") as f:
+                    f.write(data)
+
+            def __exit__(self, *exc):
+                with open(outer.path, "wb") as f:
+                    f.write(outer.original)
+        return _Ctx()
+
+
+def check_reads(kvs, uri: str, damaged: str) -> bool:
+    """Open and read everything; every outcome must be the right answer or a CorruptStoreError
+    that names the store and the damaged file. Returns whether anything raised."""
+    def named(exc: CorruptStoreError) -> None:
+        assert exc.file is not None and os.path.basename(exc.file) == os.path.basename(damaged), str(exc)
+        assert exc.file in str(exc) and uri in str(exc)
+
+    try:
+        reader = kvs.open_store(uri)
+    except CorruptStoreError as exc:
+        named(exc)
+        return True
+    raised = False
+    with reader:
+        for k, v in PAIRS:
+            try:
+                assert reader.get(k) == v, k
+            except CorruptStoreError as exc:
+                named(exc)
+                raised = True
+        for k in ABSENT:
+            try:
+                assert reader.get(k) is None and k not in reader
+            except CorruptStoreError as exc:
+                named(exc)
+                raised = True
+        operations = [
+            (lambda: list(reader.items()), sorted(MODEL.items())),
+            (lambda: list(reader.items(key4(100), key4(700))), [p for p in PAIRS if key4(100) <= p[0] < key4(700)]),
+            (lambda: reader.get_many([k for k, _ in PAIRS[::7]]), [v for _, v in PAIRS[::7]]),
+            (lambda: len(reader), len(MODEL)),
+        ]
+        for op, expected in operations:
+            try:
+                assert op() == expected
+            except CorruptStoreError as exc:
+                named(exc)
+                raised = True
+    return raised
+
+
+def _positions(layout) -> list[tuple[str, int]]:
+    """First, middle and last byte of every region, plus every 89th byte of the file."""
+    out = []
+    for name, lo, hi in layout.regions:
+        out += [(name, lo), (name, (lo + hi) // 2), (name, hi - 1)]
+    out += [("sweep", pos) for pos in range(0, layout.size, 89)]
+    return out
+
+
+def test_flipped_byte_in_every_region_of_a_partition(damaged_store):
+    kvs, uri, parts = damaged_store
+    for path in (parts[0], parts[-1]):
+        flipped = Flipped(path)
+        layout = parse_partition(flipped.original)
+        assert layout.meta["blocks"] > 3
+        detected = set()
+        for region, pos in _positions(layout):
+            with flipped.flip(pos, 0xFF if pos % 2 else 0x01):
+                if check_reads(kvs, uri, path):
+                    detected.add(region.split(" ")[0])
+        assert {"header", "block", "index", "footer", "trailer"} <= detected
+    assert check_reads(kvs, uri, parts[0]) is False  # restored
+
+
+@pytest.mark.parametrize("name", ["manifest", "commit"])
+def test_flipped_byte_in_manifest_and_commit_record(damaged_store, name):
+    kvs, uri, parts = damaged_store
+    pattern = "_versions/*/manifest.kvm" if name == "manifest" else "_commits/*.commit"
+    (path,) = glob.glob(os.path.join(uri, pattern))
+    flipped = Flipped(path)
+    for pos in range(len(flipped.original)):
+        for mask in (0x01, 0xFF):
+            with flipped.flip(pos, mask):
+                assert check_reads(kvs, uri, path) or mask == 0x01 and chr(flipped.original[pos]) in "abcdefABCDEF0123456789"
+
+
+def test_truncated_partition(damaged_store):
+    kvs, uri, parts = damaged_store
+    flipped = Flipped(parts[1] if len(parts) > 2 else parts[0])
+    size = len(flipped.original)
+    for length in (0, 1, 15, 16, 47, 48, 100, size // 2, size - 48, size - 1):
+        with flipped.replace(flipped.original[:length]):
+            with pytest.raises(CorruptStoreError) as exc:
+                kvs.open_store(uri)
+            assert os.path.basename(exc.value.file) == os.path.basename(flipped.path)
+            assert str(size) in str(exc.value)
+
+
+def test_partition_with_extra_bytes_or_replaced_by_another(damaged_store, make_kvs, tmp_path):
+    kvs, uri, parts = damaged_store
+    flipped = Flipped(parts[0])
+    with flipped.replace(flipped.original + b"\x00" * 8):
+        with pytest.raises(CorruptStoreError):
+            kvs.open_store(uri)
+    # a valid partition file of the same size, but not the one the manifest names
+    other = flipped.original.replace(b"value 1 ", b"VALUE 1 ")
+    assert other != flipped.original
+    write_store(make_kvs({"kvio.block.size": "512B"}), str(tmp_path / "other"), [(b"k", b"v")])
+    with flipped.replace(other):
+        assert check_reads(kvs, uri, parts[0])
+    (foreign,) = glob.glob(str(tmp_path / "other" / "_versions" / "*" / "*" / "*.kvp"))
+    with flipped.replace(open(foreign, "rb").read()):
+        with pytest.raises(CorruptStoreError, match="manifest"):
+            kvs.open_store(uri)
+
+
+def test_missing_partition_file(damaged_store):
+    kvs, uri, parts = damaged_store
+    os.remove(parts[-1])
+    with pytest.raises(CorruptStoreError) as exc:
+        kvs.open_store(uri)
+    assert os.path.basename(exc.value.file) == os.path.basename(parts[-1])
+
+
+def test_missing_manifest(damaged_store):
+    kvs, uri, parts = damaged_store
+    (manifest,) = glob.glob(os.path.join(uri, "_versions", "*", "manifest.kvm"))
+    os.remove(manifest)
+    with pytest.raises(CorruptStoreError) as exc:
+        kvs.open_store(uri)
+    assert exc.value.file.endswith("manifest.kvm") and uri in str(exc.value)
+
+
+def test_verify_reports_a_damaged_block(damaged_store):
+    kvs, uri, parts = damaged_store
+    flipped = Flipped(parts[-1])
+    layout = parse_partition(flipped.original)
+    with flipped.flip(layout.block_offset[-1] + 5):
+        with kvs.open_store(uri) as reader:
+            with pytest.raises(CorruptStoreError) as exc:
+                reader.verify()
+            assert os.path.basename(exc.value.file) == os.path.basename(parts[-1])
+    with kvs.open_store(uri) as reader:
+        reader.verify()
+
+
+def test_corrupt_store_error_is_a_kvio_error_and_copies_are_independent(damaged_store, tmp_path):
+    kvs, uri, parts = damaged_store
+    copy = str(tmp_path / "copy")
+    shutil.copytree(uri, copy)
+    rel = os.path.relpath(parts[0], uri)
+    with open(os.path.join(copy, rel), "r+b") as f:
+        f.seek(20)
+        byte = f.read(1)
+        f.seek(20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(KvioError):
+        check_reads_strict(kvs, copy)
+    assert check_reads(kvs, uri, parts[0]) is False
+
+
+def check_reads_strict(kvs, uri):
+    with kvs.open_store(uri) as reader:
+        list(reader.items())
+        for k, _ in PAIRS:
+            reader.get(k)
