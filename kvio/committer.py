@@ -1,19 +1,30 @@
-"""The output committer: job -> tasks -> task attempts, shared by every kvio writer.
+"""The output committer: job -> tasks -> task attempts, shared by every kvio writer (the Python
+StoreWriter, Spark tasks, MapReduce reducers).
 
-Protocol (docs/COMMIT.md has the guarantees and per-filesystem behaviour):
+Protocol (docs/COMMIT.md has the guarantees, the fault-injection results and the behaviour per
+filesystem):
 
-1. ``Job.setup(uri, mode)`` on the driver: unique job id, staging dir ``_staging/<job>``
-   inside the store (same filesystem), and the commit seq it starts from (the CAS token).
-2. Each task attempt writes partition files into ``_staging/<job>/<attempt>/`` and returns a
-   small JSON-able commit message describing them.
-3. ``Job.commit(messages)`` checks there is exactly one message per task, validates every file
-   (exists, size, footer checksum), writes the manifest built from the messages only, renames
-   the staging dir to ``_versions/<job>``, and publishes commit record seq+1 with a no-clobber
-   create: that single step makes the version visible. Files of other attempts are never listed.
-4. ``Job.abort()`` / ``TaskAttempt.abort()`` are idempotent and touch only their own staging.
+1. ``Job.setup(uri, mode)`` on the driver: unique job id, staging dir ``_staging/<job>`` inside
+   the store (same filesystem; refused across devices on local disk), and the commit seq and
+   version it starts from (the compare-and-swap token). ``ctx.to_json()`` ships it to tasks.
+2. Each task attempt writes partition files into its own ``_staging/<job>/task-…/`` directory
+   and returns a small JSON-able commit message describing them (:meth:`TaskAttempt.commit`).
+3. ``Job.commit(messages)`` requires exactly one message per task, validates every listed file
+   (exists, size, footer checksum, count and key range), writes the manifest built from the
+   messages only, renames the staging dir to ``_versions/<job>`` and creates commit record
+   seq+1 with a no-clobber step: that single step makes the version visible. Files of other
+   attempts are never listed, so they are never published, whenever they appear.
+4. ``Job.abort()`` / ``TaskAttempt.abort()`` are idempotent and touch only their own staging,
+   never a published version.
+
+Modes: ``error`` (default: refuse an existing store), ``ignore`` (existing store: tasks write
+nothing and commit publishes nothing), ``overwrite`` (new version, atomic swap), ``append`` (new
+version = the current version's partitions, hard-linked or copied, plus the job's partitions at
+higher priority: on a duplicate key the appended value wins).
 """
 from __future__ import annotations
 
+import io as _io
 import logging
 import posixpath
 import uuid
@@ -23,14 +34,15 @@ from typing import Any, Iterable, Sequence
 from . import layout, versions
 from .config import Config
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, KvioError,
-                     StoreExistsError)
+                     StoreExistsError, StoreNotFoundError)
 from .format import manifest as manifest_format
 from .format.partition_reader import PartitionReader
 from .format.source import RangeSource
-from .fs import FileIO, check_same_device
+from .fs import TMP_PREFIX, FileIO, check_same_device
 
 log = logging.getLogger(__name__)
 MODES = ("error", "ignore", "overwrite", "append")
+_OWN_NAMES = {layout.MARKER, layout.COMMITS, layout.VERSIONS, layout.STAGING}
 
 
 @dataclass
@@ -43,6 +55,7 @@ class JobContext:
     conf: dict[str, Any] = field(default_factory=dict)
     storage_options: dict[str, Any] = field(default_factory=dict)
     skip: bool = False  # mode=ignore on an existing store: tasks write nothing
+    base_version: str | None = None  # the live version the job started from (None: no store)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,42 +70,74 @@ class JobContext:
                       storage_options=self.storage_options)
 
 
+class _Discard(_io.RawIOBase):
+    """Where a skipped task's partition bytes go (mode=ignore on an existing store)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return len(memoryview(data))
+
+    def flush(self) -> None:
+        pass
+
+
 class TaskAttempt:
     """One attempt of one task. Open partition files with :meth:`new_partition_file`, record
-    them with :meth:`add_partition`, then :meth:`commit` returns the task's commit message."""
+    them with :meth:`add_partition`, then :meth:`commit` returns the task's commit message.
+    Several attempts of one task may run (retries, speculation); each has its own directory."""
 
-    def __init__(self, ctx: JobContext, task_id: int, attempt_id: str | None = None):
+    def __init__(self, ctx: JobContext, task_id: int, attempt_id: str | int | None = None):
         self.ctx = ctx
         self.task_id = int(task_id)
-        self.attempt_id = attempt_id or uuid.uuid4().hex[:8]
-        self.name = f"task-{self.task_id:05d}-{self.attempt_id}"
+        self.attempt_id = str(attempt_id) if attempt_id is not None else uuid.uuid4().hex[:8]
+        self.name = layout.attempt_dir_name(self.task_id, self.attempt_id)
         self.io = ctx.file_io()
         self.conf = Config(ctx.conf)
         self.dir = layout.attempt_dir(ctx.job_id, self.name)
         self.partitions: list[dict[str, Any]] = []
         self._seq = 0
-        if not ctx.skip:
-            if not self.io.exists(layout.staging_dir(ctx.job_id)):
-                raise CommitError("job staging directory is gone (job already committed or "
-                                  "aborted): this attempt cannot write", store=ctx.uri,
-                                  file=self.io.path(layout.staging_dir(ctx.job_id)))
-            self.io.makedirs(self.dir)
+        if ctx.skip:
+            return
+        gone = CommitError("job staging directory is gone (job already committed or aborted): "
+                           "this attempt cannot write", store=ctx.uri,
+                           file=self.io.path(layout.staging_dir(ctx.job_id)))
+        if not self.io.is_local and not self.io.exists(layout.staging_dir(ctx.job_id)):
+            raise gone
+        try:
+            self.io.mkdir(self.dir)  # local: fails when the job dir is gone
+        except FileNotFoundError:
+            raise gone from None
+
+    @property
+    def skipped(self) -> bool:
+        """True when the job publishes nothing (mode=ignore on an existing store): a writer
+        may stop consuming its input."""
+        return self.ctx.skip
 
     def new_partition_file(self) -> tuple[str, Any]:
-        """(relative path inside the job dir, an open binary file)."""
+        """(path relative to the job dir, an open binary file)."""
         name = layout.partition_file_name(self.task_id, self._seq)
         self._seq += 1
-        rel = posixpath.join(self.dir, name)
-        return f"{self.name}/{name}", self.io.open_output(rel)
+        rel_in_job = f"{self.name}/{name}"
+        if self.ctx.skip:
+            return rel_in_job, _Discard()
+        return rel_in_job, self.io.open_output(posixpath.join(self.dir, name))
 
     def add_partition(self, rel_in_job: str, info: dict[str, Any]) -> None:
-        self.partitions.append({"path": rel_in_job, **info})
+        if not self.ctx.skip:
+            self.partitions.append({"path": rel_in_job, **info})
 
     def commit(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "attempt": self.attempt_id, "partitions": list(self.partitions)}
+        """The task's commit message (small, JSON-able): hand it to the driver."""
+        return {"task_id": self.task_id, "attempt": self.attempt_id, "dir": self.name,
+                "partitions": [dict(p) for p in self.partitions]}
 
     def abort(self) -> None:
-        self.io.delete_tree(self.dir)
+        """Remove this attempt's files. Idempotent; after the job committed it finds nothing."""
+        if not self.ctx.skip:
+            self.io.delete_tree(self.dir)
 
 
 class Job:
@@ -103,6 +148,12 @@ class Job:
         self.io = ctx.file_io()
         self.conf = Config(ctx.conf)
         self.committed = False
+        self.record: dict[str, Any] | None = None
+        self._carried = 0
+
+    @property
+    def uri(self) -> str:
+        return self.ctx.uri
 
     @classmethod
     def setup(cls, uri: str, mode: str = "error", conf: dict[str, Any] | None = None,
@@ -114,121 +165,258 @@ class Job:
         io.require_atomic()
         if io.exists() and not io.isdir():
             raise StoreExistsError("path exists and is a file, not a store", store=uri)
-        if io.is_local and not check_same_device(io, layout.STAGING, layout.VERSIONS):
-            raise CommitError("staging and versions are on different devices; the commit rename "
-                              "would copy instead of being atomic", store=uri)
         state = versions.read_state(io)
         skip = False
         if state.live:
             if mode == "error":
-                raise StoreExistsError(f"store already exists (version {state.commit['version']}); "
-                                       "use mode='overwrite' to replace it", store=uri)
-            if mode == "ignore":
-                skip = True
-        elif not state.live and io.exists() and io.listdir() and not io.exists(layout.MARKER) \
-                and state.commit is None:
-            raise StoreExistsError("directory exists, is not empty and is not a kvio store; "
-                                   "refusing to write into it", store=uri)
+                raise StoreExistsError(f"store already exists (version {state.version}); use "
+                                       "mode='overwrite' to replace it or 'append' to add to it",
+                                       store=uri)
+            skip = mode == "ignore"
+        elif state.commit is None and not io.exists(layout.MARKER):
+            foreign = [n for n in io.listdir() if n not in _OWN_NAMES and not n.startswith(TMP_PREFIX)]
+            if foreign:
+                raise StoreExistsError("directory exists, is not empty and is not a kvio store "
+                                       f"(holds {foreign[:3]}); refusing to write into it", store=uri)
         ctx = JobContext(uri=uri, job_id=layout.new_job_id(), mode=mode, base_seq=state.seq,
                          conf=dict(conf or {}), storage_options=dict(storage_options or {}),
-                         skip=skip)
+                         skip=skip, base_version=state.version if state.live else None)
         if not skip:
             io.makedirs("")
             versions.ensure_marker(io)
-            io.makedirs(layout.staging_dir(ctx.job_id))
+            io.makedirs(layout.STAGING)
+            io.makedirs(layout.VERSIONS)
+            if not check_same_device(io, layout.STAGING, layout.VERSIONS) or \
+                    not check_same_device(io, layout.STAGING, layout.COMMITS):
+                raise CommitError("_staging is on a different device than _versions/_commits: the "
+                                  "commit rename would be a copy, not an atomic step; remove the "
+                                  "mount or symlink under the store", store=uri)
+            io.mkdir(layout.staging_dir(ctx.job_id))
         return cls(ctx)
 
-    def task(self, task_id: int, attempt_id: str | None = None) -> TaskAttempt:
+    def task(self, task_id: int, attempt_id: str | int | None = None) -> TaskAttempt:
         return TaskAttempt(self.ctx, task_id, attempt_id)
 
-    # ---- commit ------------------------------------------------------------------------
+    # ---- validation ----------------------------------------------------------------------
+    def _check_file(self, rel_in_job: str, entry: dict[str, Any], who: str) -> None:
+        """The file exists and is the one described: size, footer checksum, count, keys."""
+        uri = self.ctx.uri
+        rel = posixpath.join(layout.staging_dir(self.ctx.job_id), rel_in_job)
+        try:
+            size = self.io.size(rel)
+        except FileNotFoundError:
+            raise CommitError(f"partition file listed by {who} is missing", store=uri,
+                              file=self.io.path(rel)) from None
+        source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n), size, self.io.path(rel))
+        try:
+            reader = PartitionReader(source, store=uri, expected=entry)
+        except (CorruptStoreError, FileNotFoundError) as exc:
+            raise CommitError(f"partition file listed by {who} failed validation: {exc}",
+                              store=uri, file=self.io.path(rel)) from None
+        described = (entry.get("count"), entry.get("min_key"), entry.get("max_key"))
+        actual = (reader.count, reader.meta["min_key"], reader.meta["max_key"])
+        if described != actual:
+            raise CommitError(f"{who} describes a partition as (count, min, max) {described} but "
+                              f"the file holds {actual}", store=uri, file=self.io.path(rel))
+
     def _validate(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None) -> list[dict]:
         uri = self.ctx.uri
-        if any(m is None for m in messages):
-            missing = [i for i, m in enumerate(messages) if m is None]
+        messages = list(messages)
+        missing = [i for i, m in enumerate(messages) if m is None]
+        if missing:
             raise CommitError(f"task(s) {missing} sent no commit message (failed tasks); "
                               "refusing to publish a partial store", store=uri)
         seen: dict[int, str] = {}
         for m in messages:
+            if not isinstance(m, dict) or not isinstance(m.get("task_id"), int) \
+                    or not isinstance(m.get("partitions"), list):
+                raise CommitError(f"not a kvio task commit message: {str(m)[:200]}", store=uri)
             if m["task_id"] in seen:
                 raise CommitError(f"task {m['task_id']} has two commit messages (attempts "
-                                  f"{seen[m['task_id']]} and {m['attempt']}); exactly one is allowed",
-                                  store=uri)
-            seen[m["task_id"]] = m["attempt"]
-        if num_tasks is not None and sorted(seen) != list(range(num_tasks)):
-            raise CommitError(f"expected one message for each of {num_tasks} tasks, got tasks "
-                              f"{sorted(seen)}", store=uri)
+                                  f"{seen[m['task_id']]} and {m.get('attempt')}); exactly one is "
+                                  "allowed", store=uri)
+            seen[m["task_id"]] = m.get("attempt")
+        expected = len(messages) if num_tasks is None else num_tasks
+        if sorted(seen) != list(range(expected)):
+            absent = sorted(set(range(expected)) - set(seen))
+            extra = sorted(set(seen) - set(range(expected)))
+            raise CommitError(f"expected exactly one message for each of tasks 0..{expected - 1}; "
+                              f"missing {absent[:10]}, unexpected {extra[:10]}", store=uri)
         partitions: list[dict] = []
-        job_dir = layout.staging_dir(self.ctx.job_id)
+        paths: set[str] = set()
         for m in sorted(messages, key=lambda m: m["task_id"]):
+            who = f"task {m['task_id']} (attempt {m.get('attempt')})"
             for p in m["partitions"]:
-                rel = posixpath.join(job_dir, p["path"])
-                try:
-                    size = self.io.size(rel)
-                except FileNotFoundError:
-                    raise CommitError(f"partition file listed by task {m['task_id']} is missing",
-                                      store=uri, file=self.io.path(rel)) from None
-                source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n), size,
-                                     self.io.path(rel))
-                try:
-                    PartitionReader(source, store=uri, expected=p)
-                except CorruptStoreError as exc:
-                    raise CommitError(f"partition file failed validation: {exc}", store=uri,
-                                      file=self.io.path(rel)) from None
+                path = p.get("path") if isinstance(p, dict) else None
+                head, _, tail = (path or "").partition("/")
+                if not head or not tail or "/" in tail or ".." in (head, tail) \
+                        or head.startswith(layout.CARRIED) \
+                        or (m.get("dir") is not None and head != m["dir"]) or path in paths:
+                    raise CommitError(f"{who} lists a partition path {path!r} outside its own "
+                                      "attempt directory (or twice)", store=uri)
+                paths.add(path)
+                self._check_file(path, p, who)
                 partitions.append(p)
         return partitions
 
+    # ---- carrying existing data (append, merge, rollback) ---------------------------------
+    def carry(self, src_io: FileIO, version: str, manifest: dict[str, Any] | None = None) -> list[dict]:
+        """Bring every partition of a published ``version`` (of this or another store on the
+        same filesystem type) into the job: hard links on one local disk, copies elsewhere.
+        Returns manifest entries to pass as ``extra_partitions``, in the source's priority
+        order. The files are validated at commit like the tasks' files."""
+        if manifest is None:
+            manifest = versions.load_manifest(src_io, version)
+        entries = []
+        for entry in manifest["partitions"]:
+            rel_in_job = layout.carried_name(self._carried, entry["path"])
+            self._carried += 1
+            src_rel = posixpath.join(layout.version_dir(version), entry["path"])
+            try:
+                self.io.copy_from(src_io, src_rel,
+                                  posixpath.join(layout.staging_dir(self.ctx.job_id), rel_in_job))
+            except FileNotFoundError:
+                raise ConcurrentCommitError(
+                    f"version {version} was garbage collected while this job copied it (newer "
+                    "versions were published meanwhile)", store=src_io.uri, file=src_io.path(src_rel),
+                    landed=False) from None
+            entries.append({**entry, "path": rel_in_job})
+        return entries
+
+    def _carry_base(self) -> list[dict]:
+        base = self.ctx.base_version
+        try:
+            manifest = versions.load_manifest(self.io, base)
+        except CorruptStoreError:
+            if versions.read_state(self.io).seq != self.ctx.base_seq:
+                raise ConcurrentCommitError(f"store was updated by another process and version "
+                                            f"{base}, which this append started from, is gone",
+                                            store=self.ctx.uri, landed=False) from None
+            raise
+        return self.carry(self.io, base, manifest)
+
+    # ---- commit ------------------------------------------------------------------------
+    def _own_commit(self) -> dict[str, Any] | None:
+        for doc in reversed(versions.history(self.io)):
+            if doc.get("job") == self.ctx.job_id and doc.get("version") == self.ctx.job_id:
+                return doc
+        return None
+
     def commit(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None = None,
                extra_partitions: Iterable[dict[str, Any]] = (), count: int | None = None,
-               op: str | None = None) -> dict | None:
-        """Publish the job's version. Returns the commit record, or None for a skipped job.
-        ``extra_partitions`` (already inside the job dir, lower priority than the tasks' files)
-        is how append and merge carry over existing data."""
-        if self.ctx.skip:
+               op: str | None = None, note: dict[str, Any] | None = None) -> dict | None:
+        """Publish the job's version; returns its commit record, or None when nothing was
+        published on purpose (mode=ignore and the store exists).
+
+        ``messages``: one task commit message per task; task ids must be exactly
+        0..num_tasks-1 (default: len(messages)), and a None (failed task) fails the job.
+        ``extra_partitions``: entries from :meth:`carry`, lower priority than the tasks' files.
+        Raises ConcurrentCommitError (nothing published, staging removed) when another job
+        published since setup; CommitError.landed tells whether anything was published."""
+        ctx, uri = self.ctx, self.ctx.uri
+        if ctx.skip:
             return None
         if self.committed:
-            raise CommitError("job was already committed", store=self.ctx.uri, landed=True)
-        uri, job_id = self.ctx.uri, self.ctx.job_id
-        job_dir = layout.staging_dir(job_id)
+            raise CommitError(f"job was already committed (commit {self.record['seq']})", store=uri,
+                              landed=True)
+        job_dir = layout.staging_dir(ctx.job_id)
         if not self.io.exists(job_dir):
-            raise CommitError("job staging directory is gone (aborted, or committed by another "
-                              "driver)", store=uri, landed=False)
-        partitions = list(extra_partitions) + self._validate(messages, num_tasks)
+            own = self._own_commit()
+            if own is not None:
+                raise CommitError(f"job was already committed (commit {own['seq']})", store=uri,
+                                  landed=True)
+            raise CommitError("job staging directory is gone (aborted, or removed by gc)",
+                              store=uri, landed=False)
+        try:
+            partitions = self._validate(messages, num_tasks)
+            carried = list(extra_partitions)
+            if ctx.mode == "append" and ctx.base_version is not None:
+                carried = self._carry_base() + carried
+            for i, p in enumerate(carried):
+                self._check_file(p["path"], p, f"carried partition {i}")
+        except ConcurrentCommitError:
+            self.abort()
+            raise
+        if op is None:
+            op = "create" if ctx.base_version is None else \
+                ("append" if ctx.mode == "append" else "overwrite")
         options = {"compression": self.conf.compression, "block_size": self.conf.block_size}
-        doc = manifest_format.build(job_id, partitions, options, count=count)
-        self.io.write_new_file(posixpath.join(job_dir, layout.MANIFEST), manifest_format.encode(doc))
-        # Step 1: the job dir becomes a version dir (still invisible: no commit names it).
-        self.io.makedirs(layout.VERSIONS)
-        self.io.rename_dir(job_dir, layout.version_dir(job_id))
+        doc = manifest_format.build(ctx.job_id, carried + partitions, options, count=count)
+        try:
+            self.io.write_new_file(posixpath.join(job_dir, layout.MANIFEST),
+                                   manifest_format.encode(doc))
+            # Step 1: the job dir becomes a version dir (still invisible: no commit names it).
+            self.io.rename_dir(job_dir, layout.version_dir(ctx.job_id))
+        except OSError as exc:
+            raise CommitError(f"could not stage the version: {exc}", store=uri, landed=False) from exc
         # Step 2: the commit point. Creating commit base_seq+1 fails if anyone else published.
         try:
-            record = versions.publish_commit(self.io, self.ctx.base_seq + 1, job_id,
-                                             op or ("overwrite" if self.ctx.base_seq else "create"), job_id)
-        except ConcurrentCommitError:
-            self.io.delete_tree(layout.version_dir(job_id))  # definitely not committed
+            record = versions.publish_commit(
+                self.io, ctx.base_seq + 1, ctx.job_id, op, ctx.job_id,
+                {"mode": ctx.mode, "partitions": len(doc["partitions"]), **(note or {})},
+                expect_base=ctx.base_version)
+        except CommitError as exc:
+            if exc.landed is False:  # definitely not published: nothing references our files
+                self.io.delete_tree(layout.version_dir(ctx.job_id))
+            if isinstance(exc, ConcurrentCommitError) and ctx.mode == "ignore" \
+                    and ctx.base_version is None and versions.read_state(self.io).live:
+                log.info("kvio: %s was created by another job meanwhile; mode=ignore publishes "
+                         "nothing", uri)
+                return None
             raise
-        except BaseException as exc:
-            # Outcome unknown (e.g. the filesystem failed mid-call): clean nothing.
-            raise CommitError(f"publish outcome unknown: {exc}", store=uri, landed=None) from exc
         self.committed = True
-        self._after_publish(doc)
+        self.record = record
+        self._after_publish()
         return record
 
-    def _after_publish(self, doc: dict) -> None:
+    def _after_publish(self) -> None:
         """Best-effort tidying; a failure here never un-publishes anything."""
-        vdir = layout.version_dir(self.ctx.job_id)
-        listed = {p["path"].split("/", 1)[0] for p in doc["partitions"]}
         try:
-            for name in self.io.listdir(vdir):
-                if name.startswith("task-") and name not in listed:
-                    self.io.delete_tree(posixpath.join(vdir, name))
             versions.collect_garbage(self.io, self.conf.versions_retain,
                                      older_than=self.conf.staging_max_age)
         except Exception as exc:  # noqa: BLE001 - tidying must not fail a published job
             log.warning("kvio: cleanup after publishing %s failed: %s", self.ctx.uri, exc)
 
-    def abort(self) -> None:
-        """Remove this job's staging. Idempotent; never touches a published version."""
+    def abort(self, messages: Sequence[dict[str, Any] | None] | None = None) -> None:
+        """Remove this job's staging (``messages`` is accepted for Spark's abort(messages) and
+        not needed: every attempt wrote inside the staging dir). Idempotent; never touches a
+        published version, so it is safe after a commit that raised or even succeeded."""
         if self.ctx.skip:
             return
         self.io.delete_tree(layout.staging_dir(self.ctx.job_id))
+
+
+def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None = None,
+             storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish a new version with the contents of an older retained one (default: the newest
+    one before the current). The files are hard-linked (copied off local disk), so the old
+    version directory is never referenced again and garbage collection never races a rollback.
+    The commit record has ``op="rollback"`` and ``source`` = the version restored."""
+    cfg = Config(conf)
+    io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
+    state = versions.current_state_for_read(io)
+    present = versions.available_versions(io)
+    if version is None:
+        earlier = [d["version"] for d in versions.history(io)[:-1]
+                   if d.get("version") and d["version"] != state.version and d["version"] in present]
+        if not earlier:
+            raise KvioError("no earlier version is retained to roll back to", store=uri)
+        version = earlier[-1]
+    if version not in present:
+        raise StoreNotFoundError(f"version {version} is not retained (garbage collected, or "
+                                 "never existed)", store=uri)
+    manifest = versions.load_manifest(io, version)
+    job = Job.setup(uri, mode="overwrite", conf=conf, storage_options=storage_options)
+    try:
+        if job.ctx.base_seq != state.seq:
+            raise ConcurrentCommitError("store was updated by another process during rollback",
+                                        store=uri, landed=False)
+        carried = job.carry(io, version, manifest)
+        record = job.commit([], num_tasks=0, extra_partitions=carried, count=manifest.get("count"),
+                            op="rollback", note={"source": version})
+    except BaseException:
+        if not job.committed:
+            job.abort()
+        raise
+    assert record is not None
+    return record

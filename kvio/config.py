@@ -96,16 +96,23 @@ class Config:
                                       + ", ".join(sorted(defaults)))
                 merged[name] = value
         self.raw = merged
-        self.partition_size_max = parse_size(merged["kvio.partition.size.max"])
-        self.block_size = parse_size(merged["kvio.block.size"])
+
+        def typed(name: str, parse):
+            try:
+                return parse(merged[name])
+            except (ConfigError, ValueError, TypeError) as exc:
+                raise ConfigError(f"bad value for {name}: {exc}") from None
+
+        self.partition_size_max = typed("kvio.partition.size.max", parse_size)
+        self.block_size = typed("kvio.block.size", parse_size)
         self.compression = str(merged["kvio.block.compression"]).lower()
-        self.compression_level = int(merged["kvio.block.compression.level"])
-        self.index_load_factor = float(merged["kvio.index.load.factor"])
-        self.verify_checksums = parse_bool(merged["kvio.read.verify.checksums"])
-        self.cache_blocks = int(merged["kvio.read.cache.blocks"])
-        self.versions_retain = int(merged["kvio.versions.retain"])
-        self.allow_non_atomic = parse_bool(merged["kvio.commit.allow.non.atomic"])
-        self.staging_max_age = parse_duration(merged["kvio.staging.max.age"])
+        self.compression_level = typed("kvio.block.compression.level", int)
+        self.index_load_factor = typed("kvio.index.load.factor", float)
+        self.verify_checksums = typed("kvio.read.verify.checksums", parse_bool)
+        self.cache_blocks = typed("kvio.read.cache.blocks", int)
+        self.versions_retain = typed("kvio.versions.retain", int)
+        self.allow_non_atomic = typed("kvio.commit.allow.non.atomic", parse_bool)
+        self.staging_max_age = typed("kvio.staging.max.age", parse_duration)
         if self.compression not in ("none", "zstd", "lz4"):
             raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
         if not 0.1 <= self.index_load_factor <= 0.95:

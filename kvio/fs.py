@@ -222,7 +222,11 @@ class FileIO:
         """Make a written file durable before it is referenced by a commit (local disk)."""
         if self.is_local:
             handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                fileno = handle.fileno()
+            except (OSError, ValueError):  # not a real file (a skipped task's sink)
+                return
+            os.fsync(fileno)
 
     def _sync_dir(self, rel: str) -> None:
         if not self.is_local:

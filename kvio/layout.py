@@ -3,11 +3,14 @@
     <store>/_kvio_store                       marker: this directory is a kvio store
     <store>/_commits/<seq:010d>.commit        commit log; the highest seq is the current state
     <store>/_versions/<version>/manifest.kvm  the manifest of one immutable version
-    <store>/_versions/<version>/<attempt>/part-<id:05d>-<uuid>.kvp
+    <store>/_versions/<version>/<attempt>/part-<task:05d>-<seq:05d>-<tag>.kvp
+    <store>/_versions/<version>/carried/<n:05d>-<name>.kvp   (append, merge, rollback)
     <store>/_staging/<job>/...                a running job; renamed to _versions/<job> on commit
 
 A job's staging directory becomes its version directory in one rename, so names never need to
-change at commit and files of failed attempts are simply never listed in the manifest.
+change at commit and files of failed attempts are simply never listed in the manifest. Every
+name a job creates is new (job ids, attempt directories and partition files carry random
+tags), so no step of any job can replace a file another job or attempt wrote.
 """
 from __future__ import annotations
 
@@ -50,6 +53,21 @@ def staging_dir(job_id: str) -> str:
 
 def attempt_dir(job_id: str, attempt_id: str) -> str:
     return f"{STAGING}/{job_id}/{attempt_id}"
+
+
+def attempt_dir_name(task_id: int, attempt_id: str) -> str:
+    """Unique even when a caller reuses an attempt id (two attempts never share a directory,
+    so aborting one can never delete the other's files)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(attempt_id))[:64]
+    return f"task-{task_id:05d}-{safe}-{uuid.uuid4().hex[:6]}"
+
+
+CARRIED = "carried"
+
+
+def carried_name(n: int, source_path: str) -> str:
+    """Path inside a job of the n-th partition carried over from an existing version."""
+    return f"{CARRIED}/{n:05d}-{source_path.rsplit('/', 1)[-1]}"
 
 
 def partition_file_name(task_id: int, seq: int) -> str:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from . import layout
 from .config import Config
-from .errors import KvioError
+from .errors import CorruptStoreError
 from .format.partition_reader import SCHEMA, PartitionReader
 from .format.source import BufferSource, RangeSource
 from .fs import FileIO
@@ -97,18 +97,18 @@ class StoreReader(Mapping):
         if reader is None:
             entry = self._entries[i]
             rel = posixpath.join(layout.version_dir(self.version), entry["path"])
-            if self.io.is_local:
-                try:
+            try:  # a remote file is first read (and found missing) when the reader opens it
+                if self.io.is_local:
                     source = BufferSource.map_file(self.io.local_path(rel))
-                except FileNotFoundError:
-                    raise KvioError("partition file listed in the manifest is missing",
-                                    store=self.uri, file=self.io.path(rel)) from None
-            else:
-                source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n),
-                                     entry["size"], self.io.path(rel))
-            reader = PartitionReader(source, store=self.uri, expected=entry,
-                                     verify=self.conf.verify_checksums,
-                                     cache_blocks=self.conf.cache_blocks)
+                else:
+                    source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n),
+                                         entry["size"], self.io.path(rel))
+                reader = PartitionReader(source, store=self.uri, expected=entry,
+                                         verify=self.conf.verify_checksums,
+                                         cache_blocks=self.conf.cache_blocks)
+            except FileNotFoundError:
+                raise CorruptStoreError("partition file listed in the manifest is missing",
+                                        store=self.uri, file=self.io.path(rel)) from None
             self._readers[i] = reader
             if i in self._order:
                 self._gets[self._order.index(i)] = reader.get

@@ -1,11 +1,11 @@
 """KeyValueSystem: create, open, delete, rename, merge, version and collect stores."""
 from __future__ import annotations
 
-import os
 import posixpath
 from typing import Any
 
 from . import layout, versions
+from . import committer
 from .committer import Job
 from .config import Config
 from .errors import KvioError, StoreExistsError, StoreNotFoundError
@@ -30,16 +30,15 @@ class KeyValueSystem:
     # ---- create / open -----------------------------------------------------------------
     def create_store(self, uri: str, mode: str = "error") -> StoreWriter:
         """A writer; keys must be put in strictly increasing unsigned byte order. Use it as a
-        context manager: a clean exit publishes, an exception aborts."""
-        if mode == "append":
-            raise KvioError("create_store does not append (keys of one writer must be sorted); "
-                            "write a second store and use merge_store(src, dst)", store=uri)
+        context manager: a clean exit publishes, an exception aborts. ``mode``: error (refuse
+        an existing store), ignore (existing store: write nothing), overwrite (publish a new
+        version), append (new version = current pairs plus these; these win on equal keys)."""
         return StoreWriter(uri, mode=mode, conf=self.conf_overrides, storage_options=self.storage_options)
 
     def open_store(self, uri: str, version: str | None = None) -> StoreReader:
         """The current version (or a named one still retained) as a read-only Mapping."""
         io = self._io(uri)
-        for _ in range(3):  # a concurrent publish + GC can remove what we just listed: retry
+        for _ in range(10):  # a concurrent publish + GC can remove what we just listed: retry
             state = versions.current_state_for_read(io)
             commit = state.commit
             if version is not None:
@@ -51,7 +50,7 @@ class KeyValueSystem:
                 if version is None and versions.read_state(io).seq != state.seq:
                     continue
                 raise
-        raise KvioError("store changed three times while opening; try again", store=uri)
+        raise KvioError("store changed ten times while opening; try again", store=uri)
 
     def _find_version(self, io: FileIO, version: str) -> dict[str, Any]:
         for doc in reversed(versions.history(io)):
@@ -107,14 +106,8 @@ class KeyValueSystem:
             job.abort()
             raise KvioError("destination changed while merging; retry", store=dst)
         try:
-            carried = []
-            for tag, reader in (("from-dst", dst_reader), ("from-src", src_reader)):
-                for entry in reader.manifest["partitions"]:
-                    name = posixpath.basename(entry["path"])
-                    rel_in_job = f"{tag}/{len(carried):05d}-{name}"
-                    self._copy_file(reader.io, posixpath.join(layout.version_dir(reader.version), entry["path"]),
-                                    job.io, posixpath.join(layout.staging_dir(job.ctx.job_id), rel_in_job))
-                    carried.append({**entry, "path": rel_in_job})
+            carried = job.carry(dst_reader.io, dst_reader.version, dst_reader.manifest) + \
+                job.carry(src_reader.io, src_reader.version, src_reader.manifest)
             record = job.commit([], num_tasks=0, extra_partitions=carried, op="merge")
         except BaseException:
             if not job.committed:
@@ -125,20 +118,6 @@ class KeyValueSystem:
             dst_reader.close()
         return record
 
-    @staticmethod
-    def _copy_file(src_io: FileIO, src_rel: str, dst_io: FileIO, dst_rel: str) -> None:
-        dst_io.makedirs(posixpath.dirname(dst_rel))
-        if src_io.is_local and dst_io.is_local:
-            try:
-                os.link(src_io.path(src_rel), dst_io.path(dst_rel))
-                return
-            except OSError:
-                pass  # other device: copy
-        with src_io.open_input(src_rel) as fin, dst_io.open_output(dst_rel) as fout:
-            while chunk := fin.read(8 << 20):
-                fout.write(chunk)
-            dst_io.sync_file(fout)
-
     # ---- versions ----------------------------------------------------------------------
     def versions(self, uri: str) -> list[dict[str, Any]]:
         """Commit history, oldest first; each with seq, version, op, time and 'current'."""
@@ -146,27 +125,16 @@ class KeyValueSystem:
         history = versions.history(io)
         if not history and not io.exists(layout.MARKER):
             versions.current_state_for_read(io)  # raises the specific error
-        present = set(io.listdir(layout.VERSIONS))
+        present = versions.available_versions(io)
         current = history[-1]["version"] if history else None
         return [{**d, "current": d is history[-1], "available": d.get("version") in present,
                  "live": d.get("version") == current and current is not None} for d in history]
 
     def rollback(self, uri: str, version: str | None = None) -> dict:
-        """Make an older retained version current again (default: the one before current)."""
-        io = self._io(uri)
-        state = versions.current_state_for_read(io)
-        present = set(io.listdir(layout.VERSIONS))
-        history = versions.history(io)
-        if version is None:
-            earlier = [d["version"] for d in history[:-1]
-                       if d.get("version") and d["version"] != state.commit["version"] and d["version"] in present]
-            if not earlier:
-                raise KvioError("no earlier version is retained to roll back to", store=uri)
-            version = earlier[-1]
-        if version not in present:
-            raise StoreNotFoundError(f"version {version} is not retained (garbage collected)", store=uri)
-        versions.load_manifest(io, version)  # must be intact before we point at it
-        return versions.publish_commit(io, state.seq + 1, version, "rollback")
+        """Publish the contents of an older retained version as a new current version (default:
+        the one before current). The record's ``source`` names the version restored."""
+        return committer.rollback(uri, version, conf=self.conf_overrides,
+                                  storage_options=self.storage_options)
 
     def gc(self, uri: str, older_than: float | None = None) -> dict[str, list[str]]:
         io = self._io(uri)

@@ -1,22 +1,33 @@
-"""The commit log of a store: which version is current, history, rollback and garbage collection.
+"""The commit log of a store: which version is current, history and garbage collection.
 
 Each publish adds ``_commits/<seq>.commit`` with the next sequence number, created with an
-atomic no-clobber step. That creation is the compare-and-swap: a job that started from seq N
-may only create N+1, so of two racing jobs exactly one succeeds.
+atomic no-clobber step (:meth:`FileIO.write_new_file`). That creation is the compare-and-swap:
+a job that started from seq N may only create N+1, so of two racing jobs exactly one succeeds.
+Commit records are never deleted (only whole-store deletion removes them): a deleted record
+could be created again by a job that started long ago, which would turn a lost race into a
+silent success. They are a few hundred bytes each.
+
+Every commit names a version directory that no earlier commit named (rollback publishes a new
+version made of links to the old files), so once a version falls out of the newest
+``kvio.versions.retain`` it is never referenced again and garbage collection can delete it
+without racing a publish.
 """
 from __future__ import annotations
 
+import logging
+import posixpath
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from . import layout
-from .errors import (ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
+from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
                      NotAStoreError, StoreNotFoundError)
 from .format import envelope
 from .format import manifest as manifest_format
-from .fs import FileIO
+from .fs import TMP_PREFIX, FileIO
 
+log = logging.getLogger(__name__)
 COMMIT_KIND = "KVIOCOMMIT"
 MARKER_KIND = "KVIOSTORE"
 
@@ -29,6 +40,10 @@ class StoreState:
     @property
     def live(self) -> bool:
         return self.commit is not None and self.commit.get("version") is not None
+
+    @property
+    def version(self) -> str | None:
+        return self.commit.get("version") if self.commit else None
 
 
 def commit_seqs(io: FileIO) -> list[int]:
@@ -68,7 +83,12 @@ def current_state_for_read(io: FileIO) -> StoreState:
     if io.exists(layout.MARKER):
         raise IncompleteStoreError("store has no published version: its writer never finished "
                                    "(or is still running)", store=io.uri)
-    if io.isdir():
+    names = io.listdir() if io.isdir() else None
+    if names and all(n in (layout.COMMITS, layout.VERSIONS, layout.STAGING)
+                     or n.startswith(TMP_PREFIX) for n in names):
+        raise IncompleteStoreError("store has no published version: its first writer died while "
+                                   "creating it", store=io.uri)
+    if names is not None:
         raise NotAStoreError("directory is not a kvio store (no _kvio_store marker)", store=io.uri)
     raise NotAStoreError("path is a file, not a kvio store directory", store=io.uri)
 
@@ -78,7 +98,7 @@ def load_manifest(io: FileIO, version: str) -> dict[str, Any]:
     try:
         blob = io.read_bytes(rel)
     except FileNotFoundError:
-        raise CorruptStoreError("manifest of the current version is missing", store=io.uri,
+        raise CorruptStoreError(f"manifest of version {version} is missing", store=io.uri,
                                 file=io.path(rel)) from None
     doc = manifest_format.decode(blob, store=io.uri, file=io.path(rel))
     if doc.get("version") != version:
@@ -88,8 +108,27 @@ def load_manifest(io: FileIO, version: str) -> dict[str, Any]:
 
 
 def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str | None = None,
-                   note: dict | None = None) -> dict[str, Any]:
+                   note: dict | None = None, *, expect_base: str | None | bool = False) -> dict[str, Any]:
+    """Create commit record ``seq`` — the commit point — or raise ConcurrentCommitError.
+
+    ``expect_base``: the version the writer started from (None: no live version); checked
+    against record seq-1 before the create so that a store deleted and re-created meanwhile
+    (which restarts the sequence) is not mistaken for the one the job started from. False
+    skips the check. Raises CommitError(landed=None) when the outcome cannot be known."""
     doc = {"seq": seq, "version": version, "op": op, "job": job, "time": time.time(), **(note or {})}
+    if expect_base is not False and seq > 1:
+        try:
+            base = read_commit(io, seq - 1)
+        except FileNotFoundError:
+            raise ConcurrentCommitError(
+                f"store was replaced by another process: commit {seq - 1}, which this job "
+                "started from, is gone (store deleted and re-created?)", store=io.uri,
+                landed=False) from None
+        if base.get("version") != expect_base:
+            raise ConcurrentCommitError(
+                f"store was updated by another process: commit {seq - 1} names version "
+                f"{base.get('version')}, this job started from {expect_base}", store=io.uri,
+                landed=False)
     try:
         io.write_new_file(layout.commit_name(seq), envelope.encode(COMMIT_KIND, doc))
     except FileExistsError:
@@ -97,7 +136,27 @@ def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str 
         raise ConcurrentCommitError(
             f"store was updated by another process: expected to publish commit {seq} on top of "
             f"{seq - 1}, but commit {seq} already exists (version {found.get('version')}, op "
-            f"{found.get('op')})", store=io.uri, landed=False) from None
+            f"{found.get('op')}, job {found.get('job')})", store=io.uri, landed=False) from None
+    except BaseException as exc:
+        # The record may or may not have been created (e.g. the filesystem failed after the
+        # rename): read it back instead of guessing.
+        try:
+            found = read_commit(io, seq)
+        except FileNotFoundError:
+            if io.is_local:  # os.link either made the name or did not
+                raise CommitError(f"publishing commit {seq} failed: {exc}", store=io.uri,
+                                  landed=False) from exc
+            found = None
+        except Exception:  # noqa: BLE001 - cannot even read: unknown
+            found = None
+        if found is not None and found.get("job") == job and found.get("version") == version:
+            log.warning("kvio: publishing commit %s of %s raised %r after it landed", seq, io.uri, exc)
+            return found
+        if found is not None:
+            raise ConcurrentCommitError(
+                f"store was updated by another process: commit {seq} belongs to job "
+                f"{found.get('job')}", store=io.uri, landed=False) from exc
+        raise CommitError(f"publish outcome unknown: {exc}", store=io.uri, landed=None) from exc
     return doc
 
 
@@ -105,32 +164,51 @@ def history(io: FileIO) -> list[dict[str, Any]]:
     return [read_commit(io, s) for s in commit_seqs(io)]
 
 
-def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) -> dict[str, list[str]]:
-    """Delete versions beyond the newest ``retain`` published ones, unreferenced version
-    directories and staging directories older than ``older_than`` seconds, and commit records
-    whose version is gone. Returns what was removed."""
-    removed: dict[str, list[str]] = {"versions": [], "staging": [], "commits": []}
-    commits = history(io)
+def retained_versions(commits: list[dict[str, Any]], retain: int) -> list[str]:
+    """The newest ``retain`` distinct published versions, newest first."""
     kept: list[str] = []
     for doc in reversed(commits):
         v = doc.get("version")
         if v is not None and v not in kept and len(kept) < retain:
             kept.append(v)
+    return kept
+
+
+def available_versions(io: FileIO) -> set[str]:
+    """Version directories that still hold their manifest (garbage collection deletes the
+    manifest first, so a half-deleted version is never offered for reading or rollback)."""
+    return {name for name in io.listdir(layout.VERSIONS) if io.exists(layout.manifest_path(name))}
+
+
+def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) -> dict[str, list[str]]:
+    """Delete versions beyond the newest ``retain`` published ones, version directories no
+    commit names and staging directories once nothing in them changed for ``older_than``
+    seconds (None or 0: regardless of age), leftover temporary files, and files of failed task
+    attempts inside retained versions. Returns what was removed. Safe to kill at any point (a
+    rerun finishes the job) and to run next to readers and writers, provided ``older_than`` is
+    longer than any running job (a younger job's staging would be deleted under it)."""
+    removed: dict[str, list[str]] = {"versions": [], "staging": [], "commits": [], "files": []}
+    commits = history(io)
+    kept = retained_versions(commits, retain)
     referenced = {d.get("version") for d in commits if d.get("version")}
     now = time.time()
 
     def old_enough(rel: str) -> bool:
-        if older_than is None:
+        if not older_than:
             return True
-        stamp = io.modified(rel)
+        stamp = io.newest_mtime(rel)
         return stamp is not None and now - stamp > older_than
 
     for name in io.listdir(layout.VERSIONS):
         rel = layout.version_dir(name)
+        if name in kept:
+            removed["files"] += _tidy_version(io, name)
+            continue
         # A version no commit names may belong to a job between its rename and its commit:
-        # only remove it once it is old. Superseded versions go at once.
-        superseded = name in referenced and name not in kept
-        if superseded or (name not in referenced and old_enough(rel)):
+        # only remove it once it is old. Superseded versions go at once; the manifest first,
+        # so a half-deleted version is never mistaken for an available one.
+        if (name in referenced) or old_enough(rel):
+            io.delete_file(layout.manifest_path(name))
             io.delete_tree(rel)
             removed["versions"].append(name)
     for name in io.listdir(layout.STAGING):
@@ -138,12 +216,30 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) ->
         if old_enough(rel):
             io.delete_tree(rel)
             removed["staging"].append(name)
-    # Commit records pointing at removed versions can no longer be rolled back to; keep the
-    # newest record always so the sequence number (the compare-and-swap token) survives.
-    newest = commits[-1]["seq"] if commits else None
-    for doc in commits:
-        v = doc.get("version")
-        if doc["seq"] != newest and (v is None or v not in kept):
-            io.delete_file(layout.commit_name(doc["seq"]))
-            removed["commits"].append(layout.commit_name(doc["seq"]))
+    for parent in ("", layout.COMMITS):
+        for name in io.listdir(parent):
+            rel = posixpath.join(parent, name) if parent else name
+            if name.startswith(TMP_PREFIX) and old_enough(rel):
+                io.delete_file(rel)
+                removed["files"].append(rel)
+    # "commits" stays empty: records are never deleted (see the module docstring).
     return removed
+
+
+def _tidy_version(io: FileIO, version: str) -> list[str]:
+    """Remove what a published version's manifest does not list: directories of failed,
+    duplicate or zombie task attempts and temporary files (left when a driver died between
+    publishing and tidying)."""
+    try:
+        manifest = load_manifest(io, version)
+    except CorruptStoreError:
+        return []
+    listed = {p["path"].split("/", 1)[0] for p in manifest["partitions"]} | {layout.MANIFEST}
+    vdir = layout.version_dir(version)
+    gone = []
+    for name in io.listdir(vdir):
+        rel = posixpath.join(vdir, name)
+        if name not in listed:
+            io.delete_tree(rel)
+            gone.append(rel)
+    return gone

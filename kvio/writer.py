@@ -6,6 +6,9 @@ a new partition file past ``kvio.partition.size.max``, inside one committer task
 """
 from __future__ import annotations
 
+import operator
+from itertools import islice
+from operator import itemgetter
 from typing import Any, Iterable
 
 import numpy as np
@@ -18,6 +21,18 @@ from .errors import KeyOrderError, PairTooLargeError, WriterClosedError
 from .format.partition_writer import PartitionWriter
 
 _PAIR_OVERHEAD = 16 + 24  # two int64 offsets + about 1/0.7 of a 16-byte index slot
+_CHUNK_PAIRS = 1 << 15  # pairs checked and cut into blocks at a time by put_many
+_BYTES = {bytes}
+_first, _second = itemgetter(0), itemgetter(1)
+_lt = operator.lt
+
+
+def _not_two(n: int) -> bool:
+    return n != 2
+
+
+def _types(items) -> set:
+    return set(map(type, items))
 
 
 def _as_bytes(obj: Any, what: str) -> bytes:
@@ -64,9 +79,12 @@ class SortedPairWriter:
         self._part: PartitionWriter | None = None
         self._part_file = None
         self._part_rel: str | None = None
+        self._block_size = self.conf.block_size
+        self._room = 0  # bytes put() may add before _make_room has anything to decide
         self.count = 0
         self.bytes = 0
         self.closed = False
+        self._update_room()
 
     # ---- partitions --------------------------------------------------------------------
     def _open_partition(self) -> PartitionWriter:
@@ -86,11 +104,19 @@ class SortedPairWriter:
         self.attempt.add_partition(self._part_rel, info)
         self.bytes += info["size"]
         self._part = self._part_file = None
+        self._update_room()
 
     def _flush_block(self) -> None:
         if self._keys:
             (self._part or self._open_partition()).write_pairs(self._keys, self._values)
             self._keys, self._values, self._buffered = [], [], 0
+            self._update_room()
+
+    def _update_room(self) -> None:
+        """How many more bytes fit before ``_make_room`` would act: while a pair's size is
+        within it, put() can skip the call (the check below would pass)."""
+        current = (self._part.estimated_size if self._part else 4096) + self._buffered
+        self._room = self.conf.partition_size_max - current
 
     def _make_room(self, incoming: int, first_key: bytes) -> None:
         """Roll to a new partition if ``incoming`` more bytes would pass the size limit."""
@@ -110,19 +136,23 @@ class SortedPairWriter:
     def put(self, key: bytes, value: bytes) -> None:
         if self.closed:
             raise WriterClosedError("writer is closed", store=self.store)
-        key = _as_bytes(key, "key")
-        value = _as_bytes(value, "value")
+        if type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        if type(value) is not bytes:
+            value = _as_bytes(value, "value")
         last = self._last
         if last is not None and not last < key:
             raise self._order_error(last, key)
         size = len(key) + len(value) + _PAIR_OVERHEAD
-        self._make_room(size, key)
+        if size > self._room:
+            self._make_room(size, key)
         self._keys.append(key)
         self._values.append(value)
         self._buffered += size
+        self._room -= size
         self._last = key
         self.count += 1
-        if self._buffered >= self.conf.block_size:
+        if self._buffered >= self._block_size:
             self._flush_block()
 
     def _order_error(self, previous: bytes, key: bytes) -> KeyOrderError:
@@ -133,13 +163,107 @@ class SortedPairWriter:
     def put_many(self, pairs: Iterable[tuple[bytes, bytes]] | pa.Table | pa.RecordBatch,
                  key_column: str = "key", value_column: str = "value") -> None:
         """Many pairs at once: an iterable of (key, value), or an Arrow Table/RecordBatch
-        with binary or string ``key``/``value`` columns, already sorted by key."""
+        with binary or string ``key``/``value`` columns, already sorted by key.
+
+        Pairs are taken in chunks that are checked (types, order) with a few C-level passes
+        and cut into blocks in bulk; a chunk that fails a check is replayed through put(), so
+        errors and what was written before them are exactly as with a loop of put()."""
         if isinstance(pairs, (pa.Table, pa.RecordBatch)):
             self._put_arrow(pairs, key_column, value_column)
             return
+        if self.closed:
+            raise WriterClosedError("writer is closed", store=self.store)
+        it = iter(pairs)
+        while True:
+            chunk = list(islice(it, _CHUNK_PAIRS))
+            if not chunk:
+                return
+            keys = self._checked_chunk(chunk)
+            if keys is None:
+                put = self.put
+                for key, value in chunk:
+                    put(key, value)
+            else:
+                self._put_sorted(keys, list(map(_second, chunk)))
+
+    def _checked_chunk(self, chunk: list) -> list[bytes] | None:
+        """The chunk's keys if every pair is a 2-sequence of bytes and keys strictly increase
+        (after the last key put); None sends the chunk down the one-by-one path."""
+        try:
+            if any(map(_not_two, map(len, chunk))):
+                return None
+        except TypeError:  # pairs without len(): let put() unpack them
+            return None
+        keys = list(map(_first, chunk))
+        if _types(keys) != _BYTES or _types(map(_second, chunk)) != _BYTES:
+            return None
+        if self._last is not None and not self._last < keys[0]:
+            return None
+        if not all(map(_lt, keys, islice(keys, 1, None))):
+            return None
+        return keys
+
+    def _put_sorted(self, keys: list[bytes], values: list[bytes]) -> None:
+        """Checked lists of bytes: cut into blocks in bulk. The last, partly filled block
+        stays buffered, so chunk boundaries do not shorten blocks."""
+        n = len(keys)
+        if self._keys:
+            keys, values = self._keys + keys, self._values + values
+            self._keys, self._values, self._buffered = [], [], 0
+            self._update_room()
+        klen = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        vlen = np.fromiter(map(len, values), dtype=np.int64, count=len(keys))
+        kcum = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(klen, out=kcum[1:])
+        vcum = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum(vlen, out=vcum[1:])
+
+        def write(start: int, end: int) -> None:
+            self._part.write_columns(keys[start:end], kcum[start:end + 1] - kcum[start],
+                                     b"".join(keys[start:end]), vcum[start:end + 1] - vcum[start],
+                                     b"".join(values[start:end]))
+
+        tail = self._cut_blocks(klen + vlen + _PAIR_OVERHEAD, keys, write)
+        self.count += n
+        self._put_tail(keys, values, tail)
+
+    def _put_tail(self, keys, values, tail: int) -> None:
+        """Rows from ``tail`` on (less than a block) go through put(), which buffers them and
+        rolls the partition exactly as a loop of put() would."""
+        if tail:
+            self._last = keys[tail - 1]
+        self.count -= len(keys) - tail
         put = self.put
-        for key, value in pairs:
-            put(key, value)
+        for i in range(tail, len(keys)):
+            put(keys[i], values[i])
+
+    def _cut_blocks(self, pair_sizes: np.ndarray, keys, write, keep_tail: bool = True) -> int:
+        """Write whole blocks of rows (a block ends with the pair that reaches
+        ``kvio.block.size``, as with put()) through ``write(start, end)``, rolling partitions
+        as needed. Returns the first row not written: the partly filled last block when
+        ``keep_tail`` (the caller buffers it), else ``len(pair_sizes)``."""
+        n = len(pair_sizes)
+        cum = np.cumsum(pair_sizes)
+        block, limit = self._block_size, self.conf.partition_size_max
+        start = 0
+        while start < n:
+            base = int(cum[start - 1]) if start else 0
+            # block end: the first row at which the block reaches block_size (at least one row)
+            end = int(np.searchsorted(cum, base + block, side="left")) + 1
+            if end > n and keep_tail:
+                return start
+            end = min(max(end, start + 1), n)
+            size = int(cum[end - 1]) - base
+            if size > limit and end - start > 1:
+                end = start + max(1, int(np.searchsorted(cum, base + limit // 2, side="left")) - start)
+                size = int(cum[end - 1]) - base
+            self._make_room(size, keys[start])
+            if self._part is None:
+                self._open_partition()
+            write(start, end)
+            self._update_room()
+            start = end
+        return n
 
     def _put_arrow(self, table, key_column: str, value_column: str) -> None:
         if self.closed:
@@ -164,28 +288,22 @@ class SortedPairWriter:
         self._flush_block()
         koffs, _ = _column_buffers(keys)
         voffs, _ = _column_buffers(values)
-        pair_sizes = np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD
-        cum = np.cumsum(pair_sizes)
-        block, limit = self.conf.block_size, self.conf.partition_size_max
-        start = 0
-        while start < n:
-            base = int(cum[start - 1]) if start else 0
-            # block end: the first row at which the block reaches block_size (at least one row)
-            end = int(np.searchsorted(cum, base + block, side="left")) + 1
-            end = min(max(end, start + 1), n)
-            size = int(cum[end - 1]) - base
-            if size > limit and end - start > 1:
-                end = start + max(1, int(np.searchsorted(cum, base + limit // 2, side="left")) - start)
-                size = int(cum[end - 1]) - base
+
+        class _Keys:  # first key of a block, without converting the whole column
+            def __getitem__(self, i: int) -> bytes:
+                return keys[i].as_py()
+
+        def write(start: int, end: int) -> None:
             k_slice, v_slice = keys.slice(start, end - start), values.slice(start, end - start)
-            key_list = k_slice.to_pylist()
-            self._make_room(size, key_list[0])
             ko, kd = _column_buffers(k_slice)
             vo, vd = _column_buffers(v_slice)
-            (self._part or self._open_partition()).write_columns(key_list, ko, kd, vo, vd)
-            start = end
-        self._last = keys[n - 1].as_py()
+            self._part.write_columns(k_slice.to_pylist(), ko, kd, vo, vd)
+
+        tail = self._cut_blocks(np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD, _Keys(), write)
         self.count += n
+        if tail:
+            self._last = keys[tail - 1].as_py()
+        self._put_tail(keys.slice(tail).to_pylist(), values.slice(tail).to_pylist(), 0)
 
     def close(self) -> dict[str, Any]:
         """Finish the last partition; returns the task's commit message."""

@@ -6,10 +6,10 @@ import uuid
 import fsspec
 import pytest
 
-pytest.register_assert_rewrite("tests.helpers")
-
 from kvio import KeyValueSystem
 from kvio.config import _defaults_text, _parse_conf_text, env_name
+
+pytest.register_assert_rewrite("tests.helpers")  # plain asserts in helpers report their values
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +56,5 @@ def fs_root(request, tmp_path):
     finally:
         if fs.exists(f"/{name}"):
             fs.rm(f"/{name}", recursive=True)
+        if fs.exists("/kvio-tests") and not fs.ls("/kvio-tests"):
+            fs.rmdir("/kvio-tests")

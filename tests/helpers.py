@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +68,9 @@ def assert_matches_model(reader, model: dict[bytes, bytes], absent=(), ranges=()
         assert list(reader.items(start, stop)) == model_range(model, start, stop), (start, stop)
     for prefix in prefixes:
         assert list(reader.items(prefix=prefix)) == model_range(model, prefix=prefix), prefix
+        for start, stop in list(ranges)[:3]:  # a prefix narrows [start, stop) further
+            assert list(reader.items(start, stop, prefix)) == model_range(model, start, stop, prefix), \
+                (start, stop, prefix)
     if expected:
         table = reader.to_table()
         assert table.column("key").to_pylist() == [k for k, _ in expected]
@@ -142,7 +144,3 @@ def decode_block(raw: bytes, n: int) -> tuple[list[bytes], list[bytes]]:
     assert vd + pad8(int(voffs[-1])) == len(raw)
     return keys, values
 
-
-def in_sorted(keys: list[bytes], key: bytes) -> bool:
-    i = bisect_left(keys, key)
-    return i < len(keys) and keys[i] == key

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 
 import pytest
 
-from kvio import CorruptStoreError, KvioError
+from kvio import CorruptStoreError
 
 from .helpers import key4, parse_partition, write_store
 
@@ -117,7 +116,7 @@ def test_flipped_byte_in_every_region_of_a_partition(damaged_store):
     for path in (parts[0], parts[-1]):
         flipped = Flipped(path)
         layout = parse_partition(flipped.original)
-        assert layout.meta["blocks"] > 3
+        assert path != parts[0] or layout.meta["blocks"] > 3
         detected = set()
         for region, pos in _positions(layout):
             with flipped.flip(pos, 0xFF if pos % 2 else 0x01):
@@ -136,7 +135,7 @@ def test_flipped_byte_in_manifest_and_commit_record(damaged_store, name):
     for pos in range(len(flipped.original)):
         for mask in (0x01, 0xFF):
             with flipped.flip(pos, mask):
-                assert check_reads(kvs, uri, path) or mask == 0x01 and chr(flipped.original[pos]) in "abcdefABCDEF0123456789"
+                assert check_reads(kvs, uri, path), (pos, mask)
 
 
 def test_truncated_partition(damaged_store):
@@ -151,22 +150,33 @@ def test_truncated_partition(damaged_store):
             assert str(size) in str(exc.value)
 
 
-def test_partition_with_extra_bytes_or_replaced_by_another(damaged_store, make_kvs, tmp_path):
+def test_partition_with_extra_bytes_damaged_run_or_replaced(damaged_store, tmp_path):
     kvs, uri, parts = damaged_store
     flipped = Flipped(parts[0])
     with flipped.replace(flipped.original + b"\x00" * 8):
         with pytest.raises(CorruptStoreError):
             kvs.open_store(uri)
-    # a valid partition file of the same size, but not the one the manifest names
-    other = flipped.original.replace(b"value 1 ", b"VALUE 1 ")
-    assert other != flipped.original
-    write_store(make_kvs({"kvio.block.size": "512B"}), str(tmp_path / "other"), [(b"k", b"v")])
-    with flipped.replace(other):
+    layout = parse_partition(flipped.original)
+    lo = layout.block_offset[1]
+    with flipped.replace(flipped.original[:lo] + bytes(64) + flipped.original[lo + 64:]):
         assert check_reads(kvs, uri, parts[0])
-    (foreign,) = glob.glob(str(tmp_path / "other" / "_versions" / "*" / "*" / "*.kvp"))
-    with flipped.replace(open(foreign, "rb").read()):
-        with pytest.raises(CorruptStoreError, match="manifest"):
-            kvs.open_store(uri)
+
+
+def test_partition_replaced_by_a_valid_file_of_another_store(damaged_store, tmp_path):
+    """Same keys, values of the same lengths, same settings: a well-formed file (for uncompressed
+    stores of exactly the same size) that is not the one the manifest names."""
+    kvs, uri, parts = damaged_store
+    twin = str(tmp_path / "twin")
+    write_store(kvs, twin, [(k, v.upper()) for k, v in PAIRS])
+    with kvs.open_store(twin) as reader:
+        entry = reader.manifest["partitions"][0]
+        foreign = os.path.join(twin, "_versions", reader.version, entry["path"])
+    flipped = Flipped(parts[0])
+    with open(foreign, "rb") as f:
+        with flipped.replace(f.read()):
+            with pytest.raises(CorruptStoreError, match="manifest") as exc:
+                kvs.open_store(uri)
+            assert os.path.basename(exc.value.file) == os.path.basename(parts[0])
 
 
 def test_missing_partition_file(damaged_store):
@@ -197,25 +207,3 @@ def test_verify_reports_a_damaged_block(damaged_store):
             assert os.path.basename(exc.value.file) == os.path.basename(parts[-1])
     with kvs.open_store(uri) as reader:
         reader.verify()
-
-
-def test_corrupt_store_error_is_a_kvio_error_and_copies_are_independent(damaged_store, tmp_path):
-    kvs, uri, parts = damaged_store
-    copy = str(tmp_path / "copy")
-    shutil.copytree(uri, copy)
-    rel = os.path.relpath(parts[0], uri)
-    with open(os.path.join(copy, rel), "r+b") as f:
-        f.seek(20)
-        byte = f.read(1)
-        f.seek(20)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(KvioError):
-        check_reads_strict(kvs, copy)
-    assert check_reads(kvs, uri, parts[0]) is False
-
-
-def check_reads_strict(kvs, uri):
-    with kvs.open_store(uri) as reader:
-        list(reader.items())
-        for k, _ in PAIRS:
-            reader.get(k)

@@ -93,6 +93,7 @@ class PartitionReader:
         # _load_page, which reports the corruption (a valid index always ends in an empty slot).
         self._pages: list = [None] * (npg + 1)
         self._page_ok = np.zeros(npg + 1, dtype=bool)
+        self._page_ok_bytes = memoryview(self._page_ok).cast("B")  # same flags, fast to index
         self._block_ok = np.zeros(nb, dtype=bool)
         self._codec = None if self.codec == "none" else pa.Codec(self.codec)
         self._mapped = source.mapped
@@ -267,17 +268,36 @@ class PartitionReader:
         return hot
 
     # ---- point lookups ---------------------------------------------------------------------
+    def _row_blocks(self):
+        """``row -> block`` as one subscript: a uint16/uint32 table (2-4 bytes per row) for
+        mapped files, where lookups are CPU-bound; a bisect elsewhere (I/O-bound)."""
+        if not self._mapped:
+            first_rows = self._first_rows
+
+            class _Bisect:
+                def __getitem__(self, row: int) -> int:
+                    return bisect_right(first_rows, row) - 1
+            return _Bisect()
+        dtype = np.uint16 if self.block_count <= 1 << 16 else np.uint32
+        table = np.repeat(np.arange(self.block_count, dtype=dtype), np.diff(self._first_rows_np))
+        return memoryview(table) if len(table) else []
+
     def _make_get(self) -> Callable[..., Any]:
+        if self._mapped:
+            return self._make_mapped_get()
         pages, load_page = self._pages, self._load_page
         hot_blocks, load_block = self._hot, self._load_block
-        first_rows, count, home_slots = self._first_rows, self.count, self._home_slots
-        corrupt, xxh, bisect = self._corrupt, _xxh, bisect_right
+        row_block = self._row_blocks()
+        count, home_slots = self.count, self._home_slots
+        corrupt, xxh = self._corrupt, _xxh
 
         def get(key: bytes, default=None):
             """The value of ``key``, or ``default``."""
-            if type(key) is not bytes:
-                key = as_key(key)
-            h = xxh(key) or 1
+            try:
+                h = xxh(key) or 1
+            except TypeError:
+                key = as_key(key)  # raises for str and other non-bytes
+                h = xxh(key) or 1
             s = home = h % home_slots
             while True:
                 page = pages[s >> 8] or load_page(s >> 8)
@@ -287,16 +307,65 @@ class PartitionReader:
                     row = page[o + 1]
                     if row >= count:
                         raise corrupt("index points past the last row", key)
-                    b = bisect(first_rows, row) - 1
+                    b = row_block[row]
                     words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
                     kq += row
+                    vq += row
                     if raw[kd + words[kq]:kd + words[kq + 1]] == key:
-                        vq += row
                         return raw[vd + words[vq]:vd + words[vq + 1]]
                 elif not hv or hv % home_slots > home:
                     # Slots are in home-slot order, so past our home's run the key is absent.
                     return default
                 s += 1
+
+        return get
+
+    def _make_mapped_get(self) -> Callable[..., Any]:
+        # The whole index is one uint64 view of the map; ``page_ok`` (one byte per page, kept
+        # in step with ``_pages``) says which pages are verified. Few objects on the path means
+        # few cache misses: a random lookup is bound by memory latency, not by bytecodes.
+        words, page_ok, load_page = self._words, self._page_ok_bytes, self._load_page
+        hot_blocks, load_block = self._hot, self._load_block
+        row_block = self._row_blocks()
+        home_slots, base = self._home_slots, self._index_offset >> 3
+        corrupt, xxh = self._corrupt, _xxh
+
+        def get(key: bytes, default=None):
+            """The value of ``key``, or ``default``."""
+            try:  # (try blocks cost nothing until they catch)
+                h = xxh(key) or 1
+            except TypeError:
+                key = as_key(key)  # raises for str and other non-bytes
+                h = xxh(key) or 1
+            s = home = h % home_slots
+            if not page_ok[s >> 8]:
+                load_page(s >> 8)
+            o = base + (s << 1)
+            try:
+                while True:
+                    hv = words[o]
+                    if hv == h:
+                        row = words[o + 1]
+                        b = row_block[row]  # IndexError past the last row
+                        bwords, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
+                        kq += row
+                        vq += row
+                        # Both offset pairs, then both slices, before comparing: the loads
+                        # are independent, so the CPU can overlap their cache misses.
+                        ka, va = bwords[kq], bwords[vq]
+                        found = raw[kd + ka:kd + bwords[kq + 1]]
+                        value = raw[vd + va:vd + bwords[vq + 1]]
+                        if found == key:
+                            return value
+                    elif not hv or hv % home_slots > home:
+                        # Slots are in home-slot order: past our home's run the key is absent.
+                        return default
+                    s += 1
+                    o += 2
+                    if not s & 255 and not page_ok[s >> 8]:
+                        load_page(s >> 8)
+            except IndexError:
+                raise corrupt("index points past the last row", key) from None
 
         return get
 

@@ -12,11 +12,14 @@ from typing import IO, Sequence
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 
 from .. import __version__
 from .hash_index import build_index
 from .spec import (FORMAT_VERSION, HEADER, INDEX_ALIGN, PARTITION_MAGIC, TRAILER, align,
-                   checksum, key_hash, pad8)
+                   checksum, pad8)
+
+_xxh = xxhash.xxh3_64_intdigest
 
 _ZEROS = bytes(INDEX_ALIGN)
 
@@ -75,16 +78,31 @@ class PartitionWriter:
     def _write_block(self, keys, koffs, kdata, voffs, vdata) -> None:
         n = len(keys)
         klen, vlen = int(koffs[-1]), int(voffs[-1])
-        body = b"".join((koffs.astype("<i8", copy=False).tobytes(), kdata, _ZEROS[:pad8(klen) - klen],
-                         voffs.astype("<i8", copy=False).tobytes(), vdata, _ZEROS[:pad8(vlen) - vlen]))
-        stored = self._codec.compress(body, asbytes=True) if self._codec else body
-        self._block_offset.append(self._pos)
-        self._block_stored.append(len(stored))
-        self._block_raw.append(len(body))
-        self._block_checksum.append(checksum(stored))
-        self._write(stored)
-        self._write(_ZEROS[:pad8(len(stored)) - len(stored)])
-        self._hashes.extend(map(key_hash, keys))
+        pieces = (koffs.astype("<i8", copy=False).data, kdata, _ZEROS[:pad8(klen) - klen],
+                  voffs.astype("<i8", copy=False).data, vdata, _ZEROS[:pad8(vlen) - vlen])
+        raw_len = 16 * (n + 1) + pad8(klen) + pad8(vlen)
+        offset = self._pos
+        if self._codec is not None:
+            stored = self._codec.compress(b"".join(pieces), asbytes=True)
+            stored_sum = checksum(stored)
+            self._write(stored)
+            stored_len = len(stored)
+        else:
+            # Uncompressed: hash and write the pieces as they are (no joined copy of the block).
+            hasher = xxhash.xxh3_64()
+            for piece in pieces:
+                hasher.update(piece)
+            stored_sum = hasher.intdigest()
+            self._out.writelines(pieces)
+            stored_len = raw_len
+            self._pos += raw_len
+        self._write(_ZEROS[:pad8(stored_len) - stored_len])
+        self._block_offset.append(offset)
+        self._block_stored.append(stored_len)
+        self._block_raw.append(raw_len)
+        self._block_checksum.append(stored_sum)
+        # Index hashes: XXH3 of each key; the 0 -> 1 mapping of spec.key_hash is done in bulk.
+        self._hashes.extend(map(_xxh, keys))
         self.count += n
         self._first_rows.append(self.count)
         self._first_keys.append(bytes(keys[0]))
@@ -96,10 +114,12 @@ class PartitionWriter:
         """Write index, footer and trailer; return what the manifest records about the file."""
         self._write(_ZEROS[:align(self._pos, INDEX_ALIGN) - self._pos])
         index_offset = self._pos
-        hashes = np.frombuffer(self._hashes, dtype=np.uint64) if self.count else np.zeros(0, np.uint64)
+        hashes = np.frombuffer(self._hashes, dtype=np.uint64).copy() if self.count else np.zeros(0, np.uint64)
+        hashes[hashes == 0] = 1  # spec.key_hash: 0 marks an empty slot
+        self._hashes = array("Q")
         index = build_index(hashes, self._load_factor)
         page_checksums = [checksum(page) for page in index.pages()]
-        self._write(index.table.tobytes())
+        self._write(memoryview(index.table).cast("B"))
 
         nb = len(self._block_offset)
         first_key_offsets = _offsets_of(self._first_keys)

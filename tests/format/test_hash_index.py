@@ -85,6 +85,18 @@ def test_all_keys_with_the_same_home_slot(home):
         assert probe(index, int(hashes[row])) == row
 
 
+def test_table_ends_with_an_empty_slot_even_when_the_last_home_slot_is_taken():
+    # 256 keys at load factor 0.5: 512 home slots, exactly two pages. Occupying every slot of
+    # the second page would leave a probe for an absent key homed there nowhere to stop.
+    home_slots = 512
+    hashes = np.arange(256, 512, dtype=np.uint64) + np.uint64(home_slots) * np.uint64(5)
+    index = build_index(hashes, 0.5)
+    assert index.home_slots == home_slots
+    assert_every_hash_findable(index, hashes)
+    for home in (256, 400, 511):
+        assert probe(index, home + home_slots * 9) is None
+
+
 def test_clustered_homes_and_equal_hashes():
     n, load_factor = 20000, 0.95
     home_slots = math.ceil(n / load_factor)

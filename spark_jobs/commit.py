@@ -1,0 +1,93 @@
+"""Driver side of a Spark write: from the tasks' commit messages to one published version.
+
+Each task writes its rows sorted, so a task's partitions never overlap each other, but two
+tasks' partitions overlap unless the DataFrame was range-partitioned by key (what
+``kvio.spark.write_store`` does). Overlapping partitions are a valid store (lookups consult
+them by priority), but they may hide duplicate keys across tasks, so before publishing:
+
+* ``duplicates=error`` reads the keys of overlapping partitions, a key range at a time, and
+  refuses to publish if any key appears twice;
+* ``duplicates=first``/``last`` are settled by priority: the committer gives later tasks higher
+  priority, which is "last" in the DataFrame's order; for "first" the task order is reversed.
+"""
+from __future__ import annotations
+
+import posixpath
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kvio import layout
+from kvio.committer import Job
+from kvio.errors import KeyOrderError
+
+from . import scan
+
+_CHECK_BYTES = 64 << 20  # keys are checked for duplicates in key ranges of about this much data
+
+
+def finish_job(job: Job, tasks: Sequence[dict[str, Any] | None], duplicates: str) -> dict | None:
+    """Validate and publish; returns the commit record (None for a skipped job)."""
+    if job.ctx.skip:
+        return None
+    complete = [t for t in tasks if t is not None]
+    count = None
+    if len(complete) == len(tasks):  # otherwise Job.commit refuses, naming the failed tasks
+        new = [p for t in complete for p in t["partitions"] if p["count"]]
+        groups = _overlapping(new)
+        if not groups or duplicates == "error":
+            if groups:
+                _check_no_shared_keys(job, groups)
+            count = sum(p["count"] for p in new)
+        if groups and duplicates == "first":
+            last = len(tasks) - 1
+            tasks = [{**t, "task_id": last - t["task_id"]} for t in complete]
+    if job.ctx.mode == "append" and job.ctx.base_version is not None:
+        count = None  # the committer carries the base version's partitions in
+    return job.commit(list(tasks), num_tasks=len(tasks), count=count)
+
+
+def _overlapping(partitions: list[dict]) -> list[list[dict]]:
+    """Groups of partitions whose key ranges overlap (each group has two or more)."""
+    groups: list[list[dict]] = []
+    high = None
+    for p in sorted(partitions, key=lambda p: bytes.fromhex(p["min_key"])):
+        low, top = bytes.fromhex(p["min_key"]), bytes.fromhex(p["max_key"])
+        if groups and low <= high:
+            groups[-1].append(p)
+            high = max(high, top)
+        else:
+            groups.append([p])
+            high = top
+    return [g for g in groups if len(g) > 1]
+
+
+def _check_no_shared_keys(job: Job, groups: list[list[dict]]) -> None:
+    job_dir = layout.staging_dir(job.ctx.job_id)
+    for group in groups:
+        readers = {}
+
+        def open_entry(entry: dict):
+            if entry["path"] not in readers:
+                readers[entry["path"]] = scan.open_partition(
+                    job.io, posixpath.join(job_dir, entry["path"]), entry, job.conf)
+            return readers[entry["path"]]
+        try:
+            for piece in scan.cut_overlapping(group, _CHECK_BYTES, open_entry):
+                keys = [b.column(0) for e in group
+                        for b in open_entry(e).iter_batches(piece.start, piece.stop)]
+                if len(keys) < 2:
+                    continue
+                merged = pa.chunked_array(keys).combine_chunks()
+                merged = merged.take(pc.sort_indices(merged))
+                same = pc.equal(merged.slice(1), merged.slice(0, len(merged) - 1))
+                if pc.any(same).as_py():
+                    key = merged[pc.index(same, True).as_py()].as_py()
+                    raise KeyOrderError("duplicate key written by two Spark tasks (the default "
+                                        "duplicates=error; set duplicates=first or last, or "
+                                        "write with kvio.spark.write_store, which puts equal "
+                                        "keys in one task)", store=job.ctx.uri, key=key)
+        finally:
+            for reader in readers.values():
+                reader.close()

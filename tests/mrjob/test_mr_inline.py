@@ -1,0 +1,206 @@
+"""KVStoreJob and CloneStore end to end with mrjob's inline runner and real files."""
+from __future__ import annotations
+
+import pytest
+
+from kvio import KeyValueSystem, KvioError, StoreExistsError
+from mr_jobs.clone_store import CloneStore
+from mr_jobs.plan import Router
+
+from .conftest import (assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job,
+                       store_files, store_items)
+from .jobs.bad_output import OutOfRangeReducer, StrKeyMapper
+from .jobs.country_counts import MRCountryCounts
+from .jobs.failing_reducer import FailingReducer
+from .jobs.text_word_count import TextWordCount
+
+SMALL = {"kvio.partition.size.max": "8KB", "kvio.block.size": "512B"}
+
+
+@pytest.fixture
+def hostile_store(tmp_path):
+    pairs = hostile_pairs(1500)
+    uri = tmp_path / "src"
+    build_store(uri, pairs, SMALL)
+    return uri, pairs
+
+
+def test_clone_equals_source_with_hostile_bytes(hostile_store, tmp_path):
+    src, pairs = hostile_store
+    result = run_kv_job(CloneStore, "inline", [src], tmp_path / "dst")
+    assert store_items(tmp_path / "dst") == pairs
+    with KeyValueSystem().open_store(str(src)) as reader:
+        source_partitions = len(reader.manifest["partitions"])
+    assert source_partitions > 5
+    manifest = assert_disjoint_ranges(tmp_path / "dst")
+    assert result["count"] == len(pairs) == manifest["count"]
+    assert result["output_partitions"] == source_partitions  # default: as many as the source
+    assert store_files(tmp_path / "dst").count("_staging") == 1  # empty staging dir only
+    assert not [f for f in store_files(tmp_path / "dst") if f.startswith("_staging/")]
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 8])
+def test_clone_into_other_partition_counts(hostile_store, tmp_path, partitions):
+    src, pairs = hostile_store
+    dest = tmp_path / f"dst{partitions}"
+    result = run_kv_job(CloneStore, "inline", [src], dest, "--output-partitions", str(partitions))
+    assert store_items(dest) == pairs
+    assert result["output_partitions"] == partitions
+    manifest = assert_disjoint_ranges(dest)
+    # Each partition file's keys lie inside one router range: ranges are the routing's.
+    with KeyValueSystem().open_store(str(dest)) as reader:
+        files = {entry["path"]: entry for entry in reader.manifest["partitions"]}
+        assert len(files) == len(manifest["partitions"])
+    assert len({p["path"].split("/")[0] for p in manifest["partitions"]}) == partitions
+
+
+def test_big_partitions_are_read_as_block_ranges(tmp_path):
+    pairs = hostile_pairs(3000, seed=9)
+    build_store(tmp_path / "src", pairs, {"kvio.block.size": "256B"})  # one partition, many blocks
+    result = run_kv_job(CloneStore, "inline", [tmp_path / "src"], tmp_path / "dst",
+                        "--split-size", "4KB", "--output-partitions", "4")
+    assert result["map_tasks"] > 4
+    assert store_items(tmp_path / "dst") == pairs
+    assert_disjoint_ranges(tmp_path / "dst")
+
+
+def test_clone_of_an_empty_store_is_empty(tmp_path):
+    build_store(tmp_path / "src", [])
+    result = run_kv_job(CloneStore, "inline", [tmp_path / "src"], tmp_path / "dst")
+    assert result["count"] == 0 and result["version"]
+    assert store_items(tmp_path / "dst") == []
+
+
+def test_clone_of_one_huge_value(tmp_path):
+    pairs = [(b"a", b"x"), (b"big\n\t", bytes(range(256)) * (12 << 12)), (b"z", b"")]  # 12 MiB
+    build_store(tmp_path / "src", pairs)
+    run_kv_job(CloneStore, "inline", [tmp_path / "src"], tmp_path / "dst", "--output-partitions", "2")
+    assert store_items(tmp_path / "dst") == pairs
+
+
+def test_many_input_stores_and_many_partitions(tmp_path):
+    pairs = hostile_pairs(2400, seed=3)
+    build_store(tmp_path / "a", pairs[0::2], SMALL)
+    build_store(tmp_path / "b", pairs[1::2], SMALL)
+    result = run_kv_job(CloneStore, "inline", [tmp_path / "a", tmp_path / "b"], tmp_path / "dst",
+                        "--output-partitions", "25")
+    assert store_items(tmp_path / "dst") == pairs
+    assert result["output_partitions"] == 25
+    assert_disjoint_ranges(tmp_path / "dst")
+
+
+def test_a_failing_reducer_publishes_nothing_and_leaves_no_debris(hostile_store, tmp_path, monkeypatch):
+    src, pairs = hostile_store
+    monkeypatch.setenv("KVIO_TEST_FAIL_AT", pairs[len(pairs) // 2][0].hex())
+    with pytest.raises(RuntimeError, match="failed on purpose"):
+        run_kv_job(FailingReducer, "inline", [src], tmp_path / "dst", "--output-partitions", "3")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_failing_overwrite_keeps_the_old_version(hostile_store, tmp_path, monkeypatch):
+    src, pairs = hostile_store
+    dest = tmp_path / "dst"
+    build_store(dest, [(b"old", b"version")])
+    before = store_files(dest)
+    monkeypatch.setenv("KVIO_TEST_FAIL_AT", pairs[-1][0].hex())
+    with pytest.raises(RuntimeError):
+        run_kv_job(FailingReducer, "inline", [src], dest, "--output-mode", "overwrite")
+    assert store_items(dest) == [(b"old", b"version")]
+    assert store_files(dest) == before  # the failed job's staging is gone
+
+
+def test_reruns_converge(hostile_store, tmp_path, monkeypatch):
+    src, pairs = hostile_store
+    dest = tmp_path / "dst"
+    monkeypatch.setenv("KVIO_TEST_FAIL_AT", pairs[3][0].hex())
+    with pytest.raises(RuntimeError):
+        run_kv_job(FailingReducer, "inline", [src], dest, "--output-partitions", "4")
+    monkeypatch.delenv("KVIO_TEST_FAIL_AT")
+    first = run_kv_job(FailingReducer, "inline", [src], dest, "--output-partitions", "4")
+    with KeyValueSystem().open_store(str(dest)) as reader:
+        ranges_1 = [(p["min_key"], p["max_key"], p["count"]) for p in reader.manifest["partitions"]]
+    second = run_kv_job(FailingReducer, "inline", [src], dest, "--output-partitions", "4",
+                        "--output-mode", "overwrite")
+    with KeyValueSystem().open_store(str(dest)) as reader:
+        ranges_2 = [(p["min_key"], p["max_key"], p["count"]) for p in reader.manifest["partitions"]]
+    assert second["version"] != first["version"] and second["seq"] == first["seq"] + 1
+    assert ranges_1 == ranges_2  # same routing, same partitions
+    assert store_items(dest) == pairs
+
+
+def test_output_modes(hostile_store, tmp_path):
+    src, pairs = hostile_store
+    dest = tmp_path / "dst"
+    build_store(dest, [(b"k", b"v")])
+    with pytest.raises(StoreExistsError):
+        run_kv_job(CloneStore, "inline", [src], dest)
+    assert run_kv_job(CloneStore, "inline", [src], dest, "--output-mode", "ignore")["skipped"]
+    assert store_items(dest) == [(b"k", b"v")]
+
+
+def test_the_issue_example_counts_countries_with_a_combiner(tmp_path):
+    countries = [b"USA", b"Japan", b"India", b"Brazil", b"Nigeria"]
+    users = [(b"user%06d" % i, countries[i * 7 % 5]) for i in range(3000)]
+    build_store(tmp_path / "users", users, SMALL)
+    run_kv_job(MRCountryCounts, "inline", [tmp_path / "users"], tmp_path / "counts",
+               "--output-partitions", "3")
+    expected = sorted((c, b"%d" % sum(1 for _, v in users if v == c)) for c in countries)
+    assert store_items(tmp_path / "counts") == expected
+
+
+def test_text_input_builds_a_store(tmp_path):
+    text = tmp_path / "words.txt"
+    text.write_text("the quick brown fox\njumps over the lazy dog\nthe end\n")
+    points = tmp_path / "points.txt"
+    points.write_text(b"f".hex() + "\n" + b"p".hex() + "\n")
+    run_kv_job(TextWordCount, "inline", [text], tmp_path / "counts", "--split-points", str(points))
+    assert dict(store_items(tmp_path / "counts")) == {
+        b"brown": b"1", b"dog": b"1", b"end": b"1", b"fox": b"1", b"jumps": b"1", b"lazy": b"1",
+        b"over": b"1", b"quick": b"1", b"the": b"3"}
+    manifest = assert_disjoint_ranges(tmp_path / "counts")
+    assert len(manifest["partitions"]) == 3
+
+
+def test_text_input_needs_split_points_for_several_partitions(tmp_path):
+    text = tmp_path / "words.txt"
+    text.write_text("a b\n")
+    with pytest.raises(KvioError, match="split-points"):
+        run_kv_job(TextWordCount, "inline", [text], tmp_path / "out", "--output-partitions", "3")
+    assert not (tmp_path / "out").exists()
+
+
+def test_split_points_from_another_store(hostile_store, tmp_path):
+    src, pairs = hostile_store
+    run_kv_job(CloneStore, "inline", [src], tmp_path / "a", "--output-partitions", "5")
+    run_kv_job(CloneStore, "inline", [src], tmp_path / "b", "--split-points-from", str(tmp_path / "a"),
+               "--output-partitions", "5")
+    with KeyValueSystem().open_store(str(tmp_path / "b")) as reader:
+        assert len(reader.manifest["partitions"]) == 5
+    assert store_items(tmp_path / "b") == pairs
+
+
+def test_reducer_leaving_its_range_publishes_nothing(hostile_store, tmp_path):
+    src, _ = hostile_store
+    with pytest.raises(KvioError, match="belongs to output partition"):
+        run_kv_job(OutOfRangeReducer, "inline", [src], tmp_path / "dst", "--output-partitions", "3")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_mapper_yielding_text_is_a_clear_error(hostile_store, tmp_path):
+    src, _ = hostile_store
+    with pytest.raises(TypeError, match="keys and values of a kvio store are bytes"):
+        run_kv_job(StrKeyMapper, "inline", [src], tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
+
+
+def test_router_matches_the_published_ranges(hostile_store, tmp_path):
+    """Keys of each published partition route to one and the same partition id."""
+    src, pairs = hostile_store
+    run_kv_job(CloneStore, "inline", [src], tmp_path / "dst", "--output-partitions", "6")
+    with KeyValueSystem().open_store(str(tmp_path / "dst")) as reader:
+        entries = reader.manifest["partitions"]
+        ids = sorted(int(e["path"].split("-")[1]) for e in entries)
+        assert ids == list(range(6))  # attempt dirs are named by partition id
+        mins = sorted(bytes.fromhex(e["min_key"]) for e in entries)
+    router = Router(mins[1:])
+    assert [router(m) for m in mins] == list(range(6))
