@@ -45,8 +45,10 @@ ATOMIC_CAPABILITIES = frozenset({LOCAL, MEMORY, HDFS_NOREPLACE})
 
 
 def _protocols(fs: Any) -> set[str]:
-    proto = fs.protocol
-    return {proto} if isinstance(proto, str) else set(proto)
+    proto = getattr(fs, "protocol", ())
+    if isinstance(proto, str):
+        return {proto}
+    return set(proto) if isinstance(proto, (tuple, list, set, frozenset)) else set()
 
 
 def _is_hdfs_native(cls: type) -> bool:
@@ -56,7 +58,7 @@ def _is_hdfs_native(cls: type) -> bool:
 def detect_capability(fs: fsspec.AbstractFileSystem | type) -> tuple[str, str]:
     """(capability, reason) of an fsspec filesystem instance or class."""
     cls = fs if isinstance(fs, type) else type(fs)
-    protos = _protocols(cls)
+    protos = _protocols(fs)
     if issubclass(cls, LocalFileSystem):
         return LOCAL, "local disk: os.link publishes a file without replacing one"
     if issubclass(cls, MemoryFileSystem) and "memory" in protos:

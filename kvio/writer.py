@@ -25,10 +25,7 @@ _CHUNK_PAIRS = 1 << 15  # pairs checked and cut into blocks at a time by put_man
 _BYTES = {bytes}
 _first, _second = itemgetter(0), itemgetter(1)
 _lt = operator.lt
-
-
-def _not_two(n: int) -> bool:
-    return n != 2
+_TWO = {2}
 
 
 def _types(items) -> set:
@@ -190,7 +187,7 @@ class SortedPairWriter:
         """The chunk's keys if every pair is a 2-sequence of bytes and keys strictly increase
         (after the last key put); None sends the chunk down the one-by-one path."""
         try:
-            if any(map(_not_two, map(len, chunk))):
+            if set(map(len, chunk)) != _TWO:
                 return None
         except TypeError:  # pairs without len(): let put() unpack them
             return None
@@ -204,18 +201,19 @@ class SortedPairWriter:
         return keys
 
     def _put_sorted(self, keys: list[bytes], values: list[bytes]) -> None:
-        """Checked lists of bytes: cut into blocks in bulk. The last, partly filled block
-        stays buffered, so chunk boundaries do not shorten blocks."""
-        n = len(keys)
-        if self._keys:
+        """Checked lists of bytes, cut into blocks in bulk."""
+        if self._keys:  # pairs put() buffered lead the first block, as they would with put()
+            self.count -= len(self._keys)
             keys, values = self._keys + keys, self._values + values
             self._keys, self._values, self._buffered = [], [], 0
+            self._last = None  # (all of ``keys`` is checked; put() may see them again)
             self._update_room()
-        klen = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-        vlen = np.fromiter(map(len, values), dtype=np.int64, count=len(keys))
-        kcum = np.zeros(len(keys) + 1, dtype=np.int64)
+        n = len(keys)
+        klen = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+        vlen = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        kcum = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(klen, out=kcum[1:])
-        vcum = np.zeros(len(keys) + 1, dtype=np.int64)
+        vcum = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(vlen, out=vcum[1:])
 
         def write(start: int, end: int) -> None:
@@ -223,47 +221,44 @@ class SortedPairWriter:
                                      b"".join(keys[start:end]), vcum[start:end + 1] - vcum[start],
                                      b"".join(values[start:end]))
 
-        tail = self._cut_blocks(klen + vlen + _PAIR_OVERHEAD, keys, write)
-        self.count += n
-        self._put_tail(keys, values, tail)
+        def rows(start: int, end: int):
+            return keys[start:end], values[start:end]
 
-    def _put_tail(self, keys, values, tail: int) -> None:
-        """Rows from ``tail`` on (less than a block) go through put(), which buffers them and
-        rolls the partition exactly as a loop of put() would."""
-        if tail:
-            self._last = keys[tail - 1]
-        self.count -= len(keys) - tail
-        put = self.put
-        for i in range(tail, len(keys)):
-            put(keys[i], values[i])
+        self._cut_blocks(klen + vlen + _PAIR_OVERHEAD, write, rows)
 
-    def _cut_blocks(self, pair_sizes: np.ndarray, keys, write, keep_tail: bool = True) -> int:
-        """Write whole blocks of rows (a block ends with the pair that reaches
-        ``kvio.block.size``, as with put()) through ``write(start, end)``, rolling partitions
-        as needed. Returns the first row not written: the partly filled last block when
-        ``keep_tail`` (the caller buffers it), else ``len(pair_sizes)``."""
+    def _cut_blocks(self, pair_sizes: np.ndarray, write, rows) -> None:
+        """Write rows in blocks (a block ends with the pair that reaches ``kvio.block.size``,
+        as with put()) through ``write(start, end)``. A block that would cross the partition
+        limit goes through put() pair by pair (``rows(start, end)`` gives the pairs), so
+        partitions roll exactly where a loop of put() rolls them; so does the partly filled
+        last block, which stays buffered for the next call."""
         n = len(pair_sizes)
         cum = np.cumsum(pair_sizes)
-        block, limit = self._block_size, self.conf.partition_size_max
+        block = self._block_size
         start = 0
         while start < n:
             base = int(cum[start - 1]) if start else 0
-            # block end: the first row at which the block reaches block_size (at least one row)
             end = int(np.searchsorted(cum, base + block, side="left")) + 1
-            if end > n and keep_tail:
-                return start
-            end = min(max(end, start + 1), n)
-            size = int(cum[end - 1]) - base
-            if size > limit and end - start > 1:
-                end = start + max(1, int(np.searchsorted(cum, base + limit // 2, side="left")) - start)
-                size = int(cum[end - 1]) - base
-            self._make_room(size, keys[start])
-            if self._part is None:
-                self._open_partition()
-            write(start, end)
-            self._update_room()
+            if end > n or int(cum[end - 1]) - base > self._room:
+                end = min(end, n)
+                put = self.put
+                if start:
+                    first_keys, _ = rows(start - 1, start)
+                    self._last = first_keys[0]
+                for key, value in zip(*rows(start, end)):
+                    put(key, value)
+                if end < n:  # (the tail of the input stays buffered)
+                    self._flush_block()
+            else:
+                if self._part is None:
+                    self._open_partition()
+                write(start, end)
+                self.count += end - start
+                self._update_room()
             start = end
-        return n
+        if n:
+            last_keys, _ = rows(n - 1, n)
+            self._last = last_keys[0]
 
     def _put_arrow(self, table, key_column: str, value_column: str) -> None:
         if self.closed:
@@ -289,21 +284,16 @@ class SortedPairWriter:
         koffs, _ = _column_buffers(keys)
         voffs, _ = _column_buffers(values)
 
-        class _Keys:  # first key of a block, without converting the whole column
-            def __getitem__(self, i: int) -> bytes:
-                return keys[i].as_py()
-
         def write(start: int, end: int) -> None:
             k_slice, v_slice = keys.slice(start, end - start), values.slice(start, end - start)
             ko, kd = _column_buffers(k_slice)
             vo, vd = _column_buffers(v_slice)
             self._part.write_columns(k_slice.to_pylist(), ko, kd, vo, vd)
 
-        tail = self._cut_blocks(np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD, _Keys(), write)
-        self.count += n
-        if tail:
-            self._last = keys[tail - 1].as_py()
-        self._put_tail(keys.slice(tail).to_pylist(), values.slice(tail).to_pylist(), 0)
+        def rows(start: int, end: int):
+            return keys.slice(start, end - start).to_pylist(), values.slice(start, end - start).to_pylist()
+
+        self._cut_blocks(np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD, write, rows)
 
     def close(self) -> dict[str, Any]:
         """Finish the last partition; returns the task's commit message."""

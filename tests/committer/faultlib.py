@@ -93,8 +93,10 @@ class OverwriteWithTasks(Scenario):
         conf = {**BASE_CONF, **self.conf}
         job = Job.setup(uri, mode="overwrite", conf=conf)
         ctx = JobContext.from_json(json.loads(json.dumps(job.ctx.to_json())))
-        failed = SortedPairWriter(TaskAttempt(ctx, 0, "attempt-0"))
-        failed.put_many(pairs(range(0, 120), "failed"))  # dies without committing
+        failed = TaskAttempt(ctx, 0, "attempt-0")  # dies half-way through its first file
+        _, handle = failed.new_partition_file()
+        handle.write(b"KVIOPART" + b"\0" * 3000)
+        handle.close()
         winner0 = SortedPairWriter(TaskAttempt(ctx, 0, "attempt-1"))
         winner0.put_many(TASK0)
         m0 = winner0.close()

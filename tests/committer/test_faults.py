@@ -135,7 +135,8 @@ def check_one_kill(sc: faultlib.Scenario, template: Path, work: Path, event: dic
 
 
 @pytest.mark.parametrize("name", list(faultlib.SCENARIOS))
-def test_kill_at_every_step(name, tmp_path):
+def test_kill_at_every_step(name, ram_tmp):
+    tmp_path = ram_tmp
     sc = faultlib.SCENARIOS[name]
     template = tmp_path / "template" / "store ü"
     sc.prepare(str(template))
