@@ -144,7 +144,8 @@ class StoreReader(Mapping):
     def get_many(self, keys, default=None) -> list:
         """Values (or ``default``) for many keys, in input order: keys are grouped by
         partition and each group is looked up in one vectorised pass."""
-        keys = [k if type(k) is bytes else _key(k) for k in keys]
+        if type(keys) is not list or set(map(type, keys)) != {bytes}:
+            keys = [k if type(k) is bytes else _key(k) for k in keys]
         order = self._order
         if not order:
             return [default] * len(keys)

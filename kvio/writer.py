@@ -42,12 +42,17 @@ def _as_bytes(obj: Any, what: str) -> bytes:
 
 
 def _binary_column(col: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
+    """The column as binary or large_binary, without copying data where the layout allows
+    (strings are reinterpreted as bytes; only view types are cast)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    if col.type in (pa.binary(), pa.string(), pa.large_string()) or pa.types.is_binary_view(col.type) \
-            or pa.types.is_string_view(col.type):
+    if col.type == pa.string():
+        col = col.view(pa.binary())
+    elif col.type == pa.large_string():
+        col = col.view(pa.large_binary())
+    elif pa.types.is_binary_view(col.type) or pa.types.is_string_view(col.type):
         col = pc.cast(col, pa.large_binary())
-    elif col.type != pa.large_binary():
+    elif col.type not in (pa.binary(), pa.large_binary()):
         raise TypeError(f"column {name!r} has type {col.type}; kvio stores bytes: cast it to "
                         "binary or string first")
     if col.null_count:
@@ -57,9 +62,12 @@ def _binary_column(col: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
     return col
 
 
-def _column_buffers(col: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
-    """(offsets starting at 0 as int64, data buffer) of a large_binary array, zero-copy."""
-    offsets = np.frombuffer(col.buffers()[1], dtype="<i8", count=len(col) + 1, offset=col.offset * 8)
+def _column_buffers(col: pa.Array) -> tuple[np.ndarray, pa.Buffer | bytes]:
+    """(offsets starting at 0 as int64, data buffer) of a binary or large_binary array; the
+    data is not copied."""
+    width = "<i4" if col.type == pa.binary() else "<i8"
+    offsets = np.frombuffer(col.buffers()[1], dtype=width, count=len(col) + 1,
+                            offset=col.offset * (4 if width == "<i4" else 8)).astype(np.int64, copy=False)
     base, end = int(offsets[0]), int(offsets[-1])
     return offsets - base, col.buffers()[2].slice(base, end - base) if end > base else b""
 
@@ -170,11 +178,12 @@ class SortedPairWriter:
             return
         if self.closed:
             raise WriterClosedError("writer is closed", store=self.store)
-        it = iter(pairs)
-        while True:
-            chunk = list(islice(it, _CHUNK_PAIRS))
-            if not chunk:
-                return
+        if isinstance(pairs, (list, tuple)):
+            chunks = (pairs[i:i + _CHUNK_PAIRS] for i in range(0, len(pairs), _CHUNK_PAIRS))
+        else:
+            it = iter(pairs)
+            chunks = iter(lambda: list(islice(it, _CHUNK_PAIRS)), [])
+        for chunk in chunks:
             keys = self._checked_chunk(chunk)
             if keys is None:
                 put = self.put
@@ -201,30 +210,36 @@ class SortedPairWriter:
         return keys
 
     def _put_sorted(self, keys: list[bytes], values: list[bytes]) -> None:
-        """Checked lists of bytes, cut into blocks in bulk."""
+        """Checked lists of bytes: moved into Arrow buffers in one C pass each (no per-block
+        joins) and cut into blocks in bulk."""
         if self._keys:  # pairs put() buffered lead the first block, as they would with put()
             self.count -= len(self._keys)
             keys, values = self._keys + keys, self._values + values
             self._keys, self._values, self._buffered = [], [], 0
             self._last = None  # (all of ``keys`` is checked; put() may see them again)
             self._update_room()
-        n = len(keys)
-        klen = np.fromiter(map(len, keys), dtype=np.int64, count=n)
-        vlen = np.fromiter(map(len, values), dtype=np.int64, count=n)
-        kcum = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(klen, out=kcum[1:])
-        vcum = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(vlen, out=vcum[1:])
+        self._write_arrays(pa.array(keys, pa.large_binary()), pa.array(values, pa.large_binary()),
+                           keys, values)
+
+    def _write_arrays(self, keys: pa.Array, values: pa.Array, key_list: list[bytes] | None = None,
+                      value_list: list[bytes] | None = None) -> None:
+        """Sorted, checked binary arrays (and, if at hand, the same keys and values as Python
+        lists): blocks are zero-copy slices of the arrays' buffers."""
+        koffs, kdata = _column_buffers(keys)
+        voffs, vdata = _column_buffers(values)
 
         def write(start: int, end: int) -> None:
-            self._part.write_columns(keys[start:end], kcum[start:end + 1] - kcum[start],
-                                     b"".join(keys[start:end]), vcum[start:end + 1] - vcum[start],
-                                     b"".join(values[start:end]))
+            k0, k1, v0, v1 = int(koffs[start]), int(koffs[end]), int(voffs[start]), int(voffs[end])
+            block_keys = key_list[start:end] if key_list is not None else keys.slice(start, end - start).to_pylist()
+            self._part.write_columns(block_keys, koffs[start:end + 1] - k0, kdata[k0:k1],
+                                     voffs[start:end + 1] - v0, vdata[v0:v1])
 
         def rows(start: int, end: int):
-            return keys[start:end], values[start:end]
+            if key_list is not None and value_list is not None:
+                return key_list[start:end], value_list[start:end]
+            return (keys.slice(start, end - start).to_pylist(), values.slice(start, end - start).to_pylist())
 
-        self._cut_blocks(klen + vlen + _PAIR_OVERHEAD, write, rows)
+        self._cut_blocks(np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD, write, rows)
 
     def _cut_blocks(self, pair_sizes: np.ndarray, write, rows) -> None:
         """Write rows in blocks (a block ends with the pair that reaches ``kvio.block.size``,
@@ -281,19 +296,7 @@ class SortedPairWriter:
         if self._last is not None and not self._last < first:
             raise self._order_error(self._last, first)
         self._flush_block()
-        koffs, _ = _column_buffers(keys)
-        voffs, _ = _column_buffers(values)
-
-        def write(start: int, end: int) -> None:
-            k_slice, v_slice = keys.slice(start, end - start), values.slice(start, end - start)
-            ko, kd = _column_buffers(k_slice)
-            vo, vd = _column_buffers(v_slice)
-            self._part.write_columns(k_slice.to_pylist(), ko, kd, vo, vd)
-
-        def rows(start: int, end: int):
-            return keys.slice(start, end - start).to_pylist(), values.slice(start, end - start).to_pylist()
-
-        self._cut_blocks(np.diff(koffs) + np.diff(voffs) + _PAIR_OVERHEAD, write, rows)
+        self._write_arrays(keys, values)
 
     def close(self) -> dict[str, Any]:
         """Finish the last partition; returns the task's commit message."""

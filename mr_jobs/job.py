@@ -43,6 +43,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, Iterable, Iterator
 
+import pyarrow as pa
 from mrjob.job import MRJob
 from mrjob.protocol import RawValueProtocol
 from mrjob.setup import parse_legacy_hash_path
@@ -54,7 +55,7 @@ import mr_jobs
 from kvio import layout, versions
 from kvio.committer import Job, JobContext, TaskAttempt
 from kvio.config import parse_size
-from kvio.errors import CommitError, KvioError
+from kvio.errors import CommitError, KeyOrderError, KvioError
 from kvio.format.partition_reader import PartitionReader
 from kvio.format.source import BufferSource, RangeSource
 from kvio.fs import FileIO
@@ -71,6 +72,8 @@ COUNTER_GROUP = "kvio"
 PLAN_NAME = "kvio-plan.json"
 CODE_ZIP_NAME = "kvio-mr-code.zip"
 DEFAULT_SPLIT_SIZE = "256MB"
+_REDUCE_BATCH = 4096                # pairs per Arrow batch in the default reducer...
+_REDUCE_BATCH_BYTES = 8 << 20       # ...or fewer when values are big
 
 
 def _overrides(obj: Any, name: str, base: type) -> bool:
@@ -245,21 +248,34 @@ class KVStoreJob(MRJob):
         route = self._router()
         identity = not _overrides(self, "mapper_kv", KVStoreJob)
         mapper = self.mapper_kv
+        encode = RoutedPairProtocol.encode_many
         read = 0
         try:
             for batch in part.iter_batches(blocks=split.blocks):
                 keys = batch.column(0).to_pylist()
                 values = batch.column(1).to_pylist()
                 read += len(keys)
-                if identity:
+                if not identity:
+                    out_keys: list = []
+                    out_values: list = []
                     for key, value in zip(keys, values):
-                        yield route(key), (key, value)
-                else:
-                    for key, value in zip(keys, values):
-                        yield from self._routed(mapper(key, value))
+                        for out_key, out_value in mapper(key, value) or ():
+                            out_keys.append(out_key)
+                            out_values.append(out_value)
+                    keys, values = self._require_bytes(out_keys, out_values)
+                if keys:  # one block of lines per input block: one write instead of one per pair
+                    yield None, encode([route(k) for k in keys], keys, values)
         finally:
             part.close()
         self.increment_counter(COUNTER_GROUP, "pairs read", read)
+
+    def _require_bytes(self, keys: list, values: list) -> tuple[list[bytes], list[bytes]]:
+        for what, items in (("key", keys), ("value", values)):
+            for item in items:
+                if type(item) is not bytes:
+                    raise TypeError(f"{type(self).__name__} yielded a {what} of type "
+                                    f"{type(item).__name__}; keys and values of a kvio store are bytes")
+        return keys, values
 
     def _kv_map_text(self, key: Any, value: Any):
         yield from self._routed(self.mapper(key, value))
@@ -284,15 +300,12 @@ class KVStoreJob(MRJob):
 
     def _kv_reduce(self, partition: int, pairs: Iterable[tuple[bytes, bytes]]):
         ctx = self._context()
-        route = self._router()
         writer = SortedPairWriter(TaskAttempt(ctx, partition))
-        reducer = self.reducer
         try:
-            for key, group in groupby(pairs, itemgetter(0)):
-                for out_key, out_value in reducer(key, (v for _, v in group)) or ():
-                    if route(out_key) != partition:
-                        raise self._range_error(out_key, key, partition, "reducer")
-                    writer.put(out_key, out_value)
+            if _overrides(self, "reducer", KVStoreJob):
+                self._reduce_with_user_reducer(partition, pairs, writer)
+            else:
+                self._reduce_identity(pairs, writer)
             message = writer.close()
         except BaseException:
             writer.discard()
@@ -300,6 +313,36 @@ class KVStoreJob(MRJob):
         self.increment_counter(COUNTER_GROUP, "pairs written", writer.count)
         self.increment_counter(COUNTER_GROUP, "partitions written", 1)
         yield partition, message
+
+    def _reduce_with_user_reducer(self, partition: int, pairs: Iterable[tuple[bytes, bytes]],
+                                  writer: SortedPairWriter) -> None:
+        route = self._router()
+        reducer = self.reducer
+        for key, group in groupby(pairs, itemgetter(0)):
+            for out_key, out_value in reducer(key, (v for _, v in group)) or ():
+                if route(out_key) != partition:
+                    raise self._range_error(out_key, key, partition, "reducer")
+                writer.put(out_key, out_value)
+
+    def _reduce_identity(self, pairs: Iterable[tuple[bytes, bytes]], writer: SortedPairWriter) -> None:
+        """The default reducer, in Arrow batches: keys arrive sorted and routed; a duplicate key
+        fails the writer's order check."""
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        size = 0
+        try:
+            for key, value in pairs:
+                keys.append(key)
+                values.append(value)
+                size += len(value)
+                if len(keys) >= _REDUCE_BATCH or size >= _REDUCE_BATCH_BYTES:
+                    writer.put_many(_pair_table(keys, values))
+                    keys, values, size = [], [], 0
+            if keys:
+                writer.put_many(_pair_table(keys, values))
+        except KeyOrderError as exc:
+            raise KvioError(f"{exc} (mappers produced two values for one key; override "
+                            "reducer() to combine them)", store=writer.store, key=exc.key) from None
 
     # ---- driver ---------------------------------------------------------------------------
     def run_job(self) -> None:
@@ -440,6 +483,11 @@ class KVStoreJob(MRJob):
         if written is None and described:
             log.warning("no kvio counters from the runner; skipped the count cross-check")
         return messages, written
+
+
+def _pair_table(keys: list[bytes], values: list[bytes]) -> pa.Table:
+    return pa.table({"key": pa.array(keys, pa.large_binary()),
+                     "value": pa.array(values, pa.large_binary())})
 
 
 def _is_store(uri: str, kvs: KeyValueSystem) -> bool:

@@ -105,7 +105,8 @@ def parse_partition(data: bytes) -> PartitionLayout:
     """Parse a partition file by the spec: header | blocks | 4 KiB aligned index | footer | trailer."""
     magic, version, _flags = HEADER.unpack_from(data, 0)
     assert magic == b"KVIOPART"
-    f_off, f_len, f_sum, t_version, _t_flags, _t_sum, t_magic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    trailer = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    f_off, f_len, f_sum, t_version, _t_flags, _t_sum, t_magic = trailer
     assert t_magic == b"KVIOPART" and t_version == version
     footer = data[f_off:f_off + f_len]
     meta_len = int.from_bytes(footer[:8], "little")
@@ -124,8 +125,8 @@ def parse_partition(data: bytes) -> PartitionLayout:
     index_offset = meta["index"]["offset"]
     regions = [("header", 0, HEADER.size)]
     regions += [(f"block {b}", offset[b], offset[b] + stored[b]) for b in range(nb)]
-    regions += [(f"index page {p}", index_offset + p * INDEX_PAGE_BYTES, index_offset + (p + 1) * INDEX_PAGE_BYTES)
-                for p in range(npages)]
+    regions += [(f"index page {p}", index_offset + p * INDEX_PAGE_BYTES,
+                 index_offset + (p + 1) * INDEX_PAGE_BYTES) for p in range(npages)]
     regions += [("footer", f_off, f_off + f_len), ("trailer", len(data) - TRAILER.size, len(data))]
     return PartitionLayout(len(data), version, meta, offset, stored, raw, sums, first_rows, first_keys,
                            pages, index_offset, f_off, f_len, f_sum, regions)

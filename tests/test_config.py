@@ -50,7 +50,8 @@ def _write(path: Path, **settings) -> str:
 
 def test_override_order_file_then_environment_then_arguments(tmp_path, monkeypatch):
     block, part, codec = "kvio.block.size", "kvio.partition.size.max", "kvio.block.compression"
-    monkeypatch.setenv("KVIO_CONF", _write(tmp_path / "user.conf", **{block: "1KB", part: "2MB", codec: "lz4"}))
+    user_conf = _write(tmp_path / "user.conf", **{block: "1KB", part: "2MB", codec: "lz4"})
+    monkeypatch.setenv("KVIO_CONF", user_conf)
     cfg = Config()
     assert (cfg.block_size, cfg.partition_size_max, cfg.compression) == (1024, 2 << 20, "lz4")
     monkeypatch.setenv(env_name(part), "3MB")
@@ -145,6 +146,7 @@ def test_bad_values_are_config_errors(name, value, monkeypatch):
 
 def test_typed_values_in_conf_arguments():
     cfg = Config({"kvio.partition.size.max": 4096, "kvio.read.verify.checksums": False,
-                  "kvio.index.load.factor": 0.95, "kvio.staging.max.age": 60, "kvio.block.compression": "ZSTD"})
+                  "kvio.index.load.factor": 0.95, "kvio.staging.max.age": 60,
+                  "kvio.block.compression": "ZSTD"})
     assert cfg.partition_size_max == 4096 and cfg.verify_checksums is False
     assert cfg.index_load_factor == 0.95 and cfg.staging_max_age == 60.0 and cfg.compression == "zstd"

@@ -56,7 +56,8 @@ def test_items_range_is_half_open(store, start, stop):
     assert list(store.keys(start, stop)) == [k for k, _ in model_range(MODEL, start, stop)]
 
 
-@pytest.mark.parametrize("prefix", [b"", b"\x00", b"\x00\x00\x01", key4(10), key4(11), b"\x00\x00\x07\xce", b"\xff", b"zz"])
+@pytest.mark.parametrize("prefix", [b"", b"\x00", b"\x00\x00\x01", key4(10), key4(11), b"\x00\x00\x07\xce",
+                                    b"\xff", b"zz"])
 def test_items_prefix(store, prefix):
     expected = model_range(MODEL, prefix=prefix)
     assert list(store.items(prefix=prefix)) == expected
@@ -84,7 +85,8 @@ def test_items_prefix_with_start_and_stop(store, start, stop, prefix):
 
 def test_get_many_keeps_input_order_and_reports_missing_as_none(store):
     probes = [key4(10), key4(11), key4(10), b"", key4(1998), key4(0)]
-    assert store.get_many(probes) == [MODEL[key4(10)], None, MODEL[key4(10)], None, MODEL[key4(1998)], MODEL[key4(0)]]
+    assert store.get_many(probes) == [MODEL[key4(10)], None, MODEL[key4(10)], None, MODEL[key4(1998)],
+                                      MODEL[key4(0)]]
     assert store.get_many([]) == []
 
 

@@ -115,7 +115,8 @@ def test_store_reads_like_a_dict(data, keys, conf, how):
             parts = reader.info()["partitions"]
             assert sum(p["count"] for p in parts) == len(model)
             event(f"partitions: {min(len(parts), 5)}{'+' if len(parts) >= 5 else ''}")
-            event(f"keys: {'0' if not keys else '1-9' if len(keys) < 10 else '10-99' if len(keys) < 100 else '100+'}")
+            n = len(keys)
+            event(f"keys: {'0' if not n else '1-9' if n < 10 else '10-99' if n < 100 else '100+'}")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

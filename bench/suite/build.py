@@ -3,8 +3,8 @@
 Every build ends durable, as each system's normal commit: kvio fsyncs its partition files and
 publishes; LMDB commits its write transaction (default sync=True: fdatasync); the Parquet
 file gets an explicit fsync after ``write_table``. Inputs are prepared before the clock
-starts: Python lists of bytes pairs for kvio and LMDB, one Arrow table for kvio's Arrow path
-and Parquet.
+starts: one list of (key, value) tuples of bytes for kvio and LMDB, one Arrow table for kvio's
+Arrow path and Parquet.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def lmdb_map_size(ds: Dataset) -> int:
 
 def build_kvio_pairs(ds: Dataset, path: Path) -> None:
     with KeyValueSystem().create_store(str(fresh_dir(path))) as writer:
-        writer.put_many(zip(ds.keys, ds.values))
+        writer.put_many(ds.pairs)
 
 
 def build_kvio_arrow(table: pa.Table, path: Path) -> None:
@@ -40,7 +40,7 @@ def build_lmdb(ds: Dataset, path: Path) -> None:
     env = lmdb.open(str(fresh_dir(path)), map_size=lmdb_map_size(ds))
     try:
         with env.begin(write=True) as txn:
-            txn.cursor().putmulti(zip(ds.keys, ds.values), append=True)
+            txn.cursor().putmulti(ds.pairs, append=True)
     finally:
         env.close()
 

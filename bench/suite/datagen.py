@@ -50,6 +50,15 @@ class Dataset:
     values: list[bytes]
     value_size: int
 
+    _pairs: list[tuple[bytes, bytes]] | None = None
+
+    @property
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """The (key, value) tuples, made once (builds get the same prepared input)."""
+        if self._pairs is None:
+            self._pairs = list(zip(self.keys, self.values))
+        return self._pairs
+
     @property
     def count(self) -> int:
         return len(self.keys)

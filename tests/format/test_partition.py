@@ -72,7 +72,8 @@ def test_layout_follows_the_spec(codec):
     assert layout.index_offset == -(-expected_offset // INDEX_ALIGN) * INDEX_ALIGN
     assert layout.footer_offset == layout.index_offset + len(layout.page_checksums) * INDEX_PAGE_BYTES
     assert layout.footer_offset + layout.footer_length + TRAILER.size == len(data)
-    assert checksum(data[layout.footer_offset:layout.footer_offset + layout.footer_length]) == layout.footer_checksum
+    footer = data[layout.footer_offset:layout.footer_offset + layout.footer_length]
+    assert checksum(footer) == layout.footer_checksum
     assert checksum(data[-TRAILER.size:-16]) == TRAILER.unpack(data[-TRAILER.size:])[5]
     assert info == {"count": len(KEYS), "min_key": KEYS[0].hex(), "max_key": KEYS[-1].hex(),
                     "size": len(data), "footer_checksum": f"{layout.footer_checksum:016x}"}
@@ -84,7 +85,10 @@ def test_layout_follows_the_spec(codec):
     for b in range(nb):
         stored = data[layout.block_offset[b]:layout.block_offset[b] + layout.block_stored[b]]
         assert checksum(stored) == layout.block_checksum[b]
-        raw = stored if codec == "none" else pa.decompress(stored, layout.block_raw[b], codec=codec).to_pybytes()
+        if codec == "none":
+            raw = stored
+        else:
+            raw = pa.decompress(stored, layout.block_raw[b], codec=codec).to_pybytes()
         assert len(raw) == layout.block_raw[b]
         lo, hi = layout.first_rows[b], layout.first_rows[b + 1]
         assert decode_block(raw, hi - lo) == (KEYS[lo:hi], VALUES[lo:hi])
@@ -133,11 +137,12 @@ def test_scan_as_arrow_batches_equals_input(codec):
     assert len(batches) == reader.block_count
     assert all(b.schema == SCHEMA for b in batches)
     table = pa.Table.from_batches(batches)
-    expected = pa.table({"key": pa.array(KEYS, pa.large_binary()), "value": pa.array(VALUES, pa.large_binary())},
-                        schema=SCHEMA)
+    expected = pa.table({"key": pa.array(KEYS, pa.large_binary()),
+                         "value": pa.array(VALUES, pa.large_binary())}, schema=SCHEMA)
     assert table.equals(expected)
     for b in range(reader.block_count):
-        assert reader.batch(b).to_pydict() == {"key": KEYS[b * 37:(b + 1) * 37], "value": VALUES[b * 37:(b + 1) * 37]}
+        rows = slice(b * 37, (b + 1) * 37)
+        assert reader.batch(b).to_pydict() == {"key": KEYS[rows], "value": VALUES[rows]}
 
 
 def _bounded_scan(reader, start, stop, blocks=None):
@@ -200,7 +205,8 @@ def test_large_values_and_keys():
 @given(pairs=st.dictionaries(st.binary(max_size=10), st.binary(max_size=30), max_size=120),
        block_rows=st.integers(1, 50), codec=st.sampled_from(CODECS),
        load_factor=st.sampled_from([0.1, 0.7, 0.95]),
-       bounds=st.lists(st.tuples(st.none() | st.binary(max_size=4), st.none() | st.binary(max_size=4)), max_size=5),
+       bounds=st.lists(st.tuples(st.none() | st.binary(max_size=4), st.none() | st.binary(max_size=4)),
+                       max_size=5),
        probes=st.lists(st.binary(max_size=10), max_size=20))
 def test_any_sorted_pairs_round_trip(pairs, block_rows, codec, load_factor, bounds, probes):
     keys = sorted(pairs)

@@ -1,0 +1,75 @@
+"""scripts/clone-store as users run it, and the Python 3.13 ``pipes`` stand-in."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import build_store, hostile_pairs, store_items
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "clone-store"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_clone_store_script_clones_and_verifies(tmp_path):
+    pairs = hostile_pairs(300)
+    build_store(tmp_path / "src", pairs, {"kvio.partition.size.max": "8KB"})
+    proc = _run(str(tmp_path / "src"), str(tmp_path / "dst"), "--runner", "inline", "--partitions", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "verified: identical to the source (300 pairs" in proc.stdout
+    assert store_items(tmp_path / "dst") == pairs
+    proc = _run(str(tmp_path / "src"), str(tmp_path / "dst"), "--runner", "inline", "--json")
+    assert proc.returncode == 1 and "already exists" in proc.stderr  # default mode: error
+    proc = _run(str(tmp_path / "src"), str(tmp_path / "dst"), "--runner", "inline", "--json",
+                "--mode", "overwrite")
+    report = json.loads(proc.stdout)
+    assert report["identical"] and report["pairs"] == 300 and report["disjoint"]
+
+
+def test_clone_store_script_explains_a_missing_spark_engine(tmp_path):
+    if (ROOT / "spark_jobs" / "clone_store.py").exists():
+        pytest.skip("the Spark clone job exists in this checkout (covered by the Spark tests)")
+    build_store(tmp_path / "src", [(b"k", b"v")])
+    proc = _run(str(tmp_path / "src"), str(tmp_path / "dst"), "--engine", "spark")
+    assert proc.returncode == 1
+    assert "spark_jobs/clone_store.py" in proc.stderr and "--engine mr" in proc.stderr
+
+
+def test_compare_stores_names_the_differences(tmp_path):
+    from kvio import KeyValueSystem
+    from mr_jobs.verify import compare_stores
+    build_store(tmp_path / "a", [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+    build_store(tmp_path / "b", [(b"a", b"1"), (b"b", b"X"), (b"d", b"4")])
+    kvs = KeyValueSystem()
+    with kvs.open_store(str(tmp_path / "a")) as a, kvs.open_store(str(tmp_path / "b")) as b:
+        report = compare_stores(a, b)
+        assert compare_stores(a, a)["identical"]
+    assert not report["identical"] and report["differing"] == 3
+    assert [(d["kind"], bytes.fromhex(d["key"])) for d in report["differences"]] == [
+        ("value differs", b"b"), ("only in A", b"c"), ("only in B", b"d")]
+
+
+def test_pipes_shim_is_shlex_quote():
+    spec = importlib.util.spec_from_file_location("kvio_pipes_shim", ROOT / "shims" / "pipes.py")
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    assert shim.quote is shlex.quote
+    assert shim.quote("a b'c") == "'a b'\"'\"'c'"
+
+
+def test_mrjob_imports_on_this_python():
+    """mrjob 0.7.4 needs distutils (setuptools on 3.12+) and pipes (the shim on 3.13+)."""
+    proc = subprocess.run([sys.executable, "-c", "import mrjob.job, mrjob.local, mrjob.hadoop"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
