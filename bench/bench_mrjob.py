@@ -83,19 +83,19 @@ def make_data(work: str, records: int, value_bytes: int, parts: int) -> tuple[st
     return store, files, payload
 
 
-def run_clone(store: str, dest: str, parts: int) -> float:
+def run_clone(store: str, dest: str, parts: int, runner: str) -> float:
     _, CloneStore = _import_kvio()
     shutil.rmtree(dest, ignore_errors=True)
     started = time.perf_counter()
-    CloneStore(["-r", "local", "--no-conf", store, "--output-store", dest,
+    CloneStore(["-r", runner, "--no-conf", store, "--output-store", dest,
                 "--output-partitions", str(parts)]).run_kv_job()
     return time.perf_counter() - started
 
 
-def run_identity(files: list[str], out: str, parts: int) -> float:
+def run_identity(files: list[str], out: str, parts: int, runner: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    job = IdentityJSON(["-r", "local", "--no-conf", *files, "--output-dir", out,
+    job = IdentityJSON(["-r", runner, "--no-conf", *files, "--output-dir", out,
                         "-D", f"mapreduce.job.reduces={parts}"])
     with job.make_runner() as runner:
         runner.run()
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--parts", type=int, default=4, help="map tasks and output partitions")
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--runner", choices=("local", "inline"), default="local",
+                        help="mrjob runner (default local; inline shows per-record cost alone)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     KeyValueSystem, _ = _import_kvio()
@@ -124,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             store_parts = len(reader.manifest["partitions"])
         times: dict[str, list[float]] = {"CloneStore (kvio -> kvio)": [], "identity-json (mrjob)": []}
         for _ in range(reps):  # interleaved, so both see the same machine load
-            times["CloneStore (kvio -> kvio)"].append(run_clone(store, os.path.join(work, "dst.kv"), args.parts))
-            times["identity-json (mrjob)"].append(run_identity(files, os.path.join(work, "out"), args.parts))
+            times["CloneStore (kvio -> kvio)"].append(run_clone(store, os.path.join(work, "dst.kv"), args.parts, args.runner))
+            times["identity-json (mrjob)"].append(run_identity(files, os.path.join(work, "out"), args.parts, args.runner))
         # the clone must be exact
         kvs = KeyValueSystem()
         with kvs.open_store(store) as a, kvs.open_store(os.path.join(work, "dst.kv")) as b:
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                      "MB_per_s": round(mb / median, 3), "records_per_s": round(records / median)})
     ratio = rows[0]["MB_per_s"] / rows[1]["MB_per_s"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"mrjob -r local, {records} records x ({len(b'user0000000000')} B key + {args.value_bytes} B value) "
+    print(f"mrjob -r {args.runner}, {records} records x ({len(b'user0000000000')} B key + {args.value_bytes} B value) "
           f"= {mb:.1f} MB, {args.parts} map tasks ({store_parts} store partitions / {len(files)} JSON files) "
           f"and {args.parts} output partitions, median of {reps}, {os.cpu_count()} cores, load {load:.1f}")
     print(f"{'job':<28}{'seconds':>10}{'MB/s':>10}{'records/s':>12}")
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CloneStore / identity-json throughput: {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"records": records, "payload_bytes": payload, "reps": reps, "load": load,
+            json.dump({"runner": args.runner, "records": records, "payload_bytes": payload, "reps": reps, "load": load,
                        "rows": rows, "ratio": ratio}, handle, indent=2)
     return 0
 

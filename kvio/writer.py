@@ -212,12 +212,6 @@ class SortedPairWriter:
     def _put_sorted(self, keys: list[bytes], values: list[bytes]) -> None:
         """Checked lists of bytes: moved into Arrow buffers in one C pass each (no per-block
         joins) and cut into blocks in bulk."""
-        if self._keys:  # pairs put() buffered lead the first block, as they would with put()
-            self.count -= len(self._keys)
-            keys, values = self._keys + keys, self._values + values
-            self._keys, self._values, self._buffered = [], [], 0
-            self._last = None  # (all of ``keys`` is checked; put() may see them again)
-            self._update_room()
         self._write_arrays(pa.array(keys, pa.large_binary()), pa.array(values, pa.large_binary()),
                            keys, values)
 
@@ -243,18 +237,20 @@ class SortedPairWriter:
 
     def _cut_blocks(self, pair_sizes: np.ndarray, write, rows) -> None:
         """Write rows in blocks (a block ends with the pair that reaches ``kvio.block.size``,
-        as with put()) through ``write(start, end)``. A block that would cross the partition
-        limit goes through put() pair by pair (``rows(start, end)`` gives the pairs), so
-        partitions roll exactly where a loop of put() rolls them; so does the partly filled
-        last block, which stays buffered for the next call."""
+        as with put()) through ``write(start, end)``. Pairs go through put() one by one
+        (``rows(start, end)`` gives them) where bulk cutting could differ from a loop of put():
+        while put() has pairs buffered, for a block that would cross the partition limit, and
+        for the partly filled last block (which stays buffered). So blocks and partitions end
+        exactly where a loop of put() ends them."""
         n = len(pair_sizes)
         cum = np.cumsum(pair_sizes)
         block = self._block_size
         start = 0
         while start < n:
             base = int(cum[start - 1]) if start else 0
-            end = int(np.searchsorted(cum, base + block, side="left")) + 1
-            if end > n or int(cum[end - 1]) - base > self._room:
+            # (pairs already buffered by put() open the first block)
+            end = int(np.searchsorted(cum, base + block - self._buffered, side="left")) + 1
+            if self._buffered or end > n or int(cum[end - 1]) - base > self._room:
                 end = min(end, n)
                 put = self.put
                 if start:
@@ -262,8 +258,6 @@ class SortedPairWriter:
                     self._last = first_keys[0]
                 for key, value in zip(*rows(start, end)):
                     put(key, value)
-                if end < n:  # (the tail of the input stays buffered)
-                    self._flush_block()
             else:
                 if self._part is None:
                     self._open_partition()
@@ -295,7 +289,6 @@ class SortedPairWriter:
         first = keys[0].as_py()
         if self._last is not None and not self._last < first:
             raise self._order_error(self._last, first)
-        self._flush_block()
         self._write_arrays(keys, values)
 
     def close(self) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class KVStoreJob(MRJob):
 
     def __init__(self, args: list[str] | None = None):
         self._kv_plan: Plan | None = None
+        self._kv_driving = False          # True while run_kv_job has a runner to configure
         self._kv_inputs: list[str] | None = None
         self._kv_code_zip: str | None = None
         self._kv_router: Router | None = None
@@ -177,13 +178,13 @@ class KVStoreJob(MRJob):
 
     def jobconf(self) -> dict[str, Any]:
         conf = dict(super().jobconf())
-        if self._kv_plan is not None and self._kv_plan.path:  # driver: one reducer per partition
+        if self._kv_driving and self._kv_plan is not None:  # one reducer per output partition
             conf.setdefault("mapreduce.job.reduces", str(self._kv_plan.num_partitions))
         return conf
 
     def _non_option_kwargs(self) -> dict[str, Any]:
         kwargs = super()._non_option_kwargs()
-        if self._kv_plan is not None and self._kv_plan.path:
+        if self._kv_driving and self._kv_plan is not None:
             kwargs["input_paths"] = list(self._kv_inputs or [])
             kwargs["extra_args"] = list(kwargs["extra_args"]) + [
                 "--kvio-plan", parse_legacy_hash_path("file", f"{self._kv_plan.path}#{PLAN_NAME}")]
@@ -396,6 +397,7 @@ class KVStoreJob(MRJob):
             return self._drive(kvs, dest, inputs, bool(stores), scratch, started)
         finally:
             self._kv_plan = self._kv_inputs = self._kv_code_zip = None
+            self._kv_driving = False
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _drive(self, kvs: KeyValueSystem, dest: str, inputs: list[str], store_input: bool,
@@ -433,6 +435,7 @@ class KVStoreJob(MRJob):
             plan = Plan(job.ctx.to_json(), "store" if store_input else "text", points, splits)
             plan.write(os.path.join(scratch, PLAN_NAME))
             self._kv_plan = plan
+            self._kv_driving = True
             self._kv_inputs = [s.path for s in splits] if store_input else inputs
             self._kv_code_zip = _code_zip(scratch)
             if store_input and not splits:

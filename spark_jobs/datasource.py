@@ -13,6 +13,7 @@ Read options:
                        block ranges, small ones packed together
   minSplits            cut splits smaller so there are at least this many (e.g. the core count)
   version              read a retained older version instead of the current one
+  batchSize            bytes per Arrow batch handed to Spark (default 4MB; 0: one per block)
   pushdown             true (default) | false: use pushed-down key filters (when Spark's
                        spark.sql.python.filterPushdown.enabled is on) to prune and filter
   kvio.*               kvio settings (e.g. kvio.read.verify.checksums)
@@ -137,6 +138,7 @@ class KvStoreReader(DataSourceReader):
         self.split_bytes = _size(options, "splitSize", 64 << 20)
         self.min_splits = int(options.get("minSplits", 1))
         self.pushdown = parse_bool(options.get("pushdown", "true"))
+        self.batch_bytes = _size(options, "batchSize", 4 << 20)
         fields = _check_read_schema(schema)
         self.key_name = fields[0].name
         self.key_is_string = isinstance(fields[0].dataType, StringType)
@@ -250,7 +252,7 @@ class KvStoreReader(DataSourceReader):
             for piece in split.pieces:
                 yield from scan.read_piece([reader_of(e) for e in piece.entries], piece, split.ranges)
         try:
-            yield from scan.OutputBatches(self.arrow_schema, split.uri)(pairs())
+            yield from scan.OutputBatches(self.arrow_schema, split.uri, self.batch_bytes)(pairs())
         finally:
             for reader in readers.values():
                 reader.close()

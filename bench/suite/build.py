@@ -27,17 +27,17 @@ def lmdb_map_size(ds: Dataset) -> int:
 
 
 def build_kvio_pairs(ds: Dataset, path: Path) -> None:
-    with KeyValueSystem().create_store(str(fresh_dir(path))) as writer:
+    with KeyValueSystem().create_store(str(path)) as writer:
         writer.put_many(ds.pairs)
 
 
 def build_kvio_arrow(table: pa.Table, path: Path) -> None:
-    with KeyValueSystem().create_store(str(fresh_dir(path))) as writer:
+    with KeyValueSystem().create_store(str(path)) as writer:
         writer.put_many(table)
 
 
 def build_lmdb(ds: Dataset, path: Path) -> None:
-    env = lmdb.open(str(fresh_dir(path)), map_size=lmdb_map_size(ds))
+    env = lmdb.open(str(path), map_size=lmdb_map_size(ds))
     try:
         with env.begin(write=True) as txn:
             txn.cursor().putmulti(ds.pairs, append=True)
@@ -46,7 +46,6 @@ def build_lmdb(ds: Dataset, path: Path) -> None:
 
 
 def build_parquet(table: pa.Table, path: Path) -> None:
-    fresh_dir(path)
     pq.write_table(table, path)  # pyarrow defaults: snappy, dictionary attempted
     fsync_path(path)
 
@@ -67,7 +66,7 @@ def run(ds: Dataset, root: Path, reps: int, *, parquet: bool = True, arrow: bool
     if parquet:
         fns["parquet"] = lambda: build_parquet(table, paths["parquet"])
     load_before = load_text()
-    times = interleaved(fns, reps)
+    times = interleaved(fns, reps, before={name: (lambda p=paths[name]: fresh_dir(p)) for name in fns})
     load = f"{load_before} -> {load_text()}"
     med = {name: median(t) for name, t in times.items()}
     rate = {name: ds.count / t for name, t in med.items()}

@@ -91,12 +91,16 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int,
+                before: dict[str, Callable[[], Any]] | None = None) -> dict[str, list[float]]:
     """Run each function ``reps`` times, alternating between them so that load from other
-    processes falls on all of them alike; returns the wall times."""
+    processes falls on all of them alike; returns the wall times. ``before[name]`` runs
+    untimed ahead of each timed call (e.g. removing the previous build)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            if before and name in before:
+                before[name]()
             times[name].append(timed(fn))
     return times
 

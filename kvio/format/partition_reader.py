@@ -48,17 +48,16 @@ def as_key(obj: Any) -> bytes:
 class _Block:
     """A verified, decoded block.
 
-    ``hot`` is what lookups need, as one tuple: (u64 view, bytes-sliceable raw, word index of
-    the key offsets minus the block's first row, byte position of the key data, word index of
-    the value offsets minus the first row, byte position of the value data), positions inside
-    ``raw``. ``buffer`` is the block alone as an Arrow buffer, ``kd``/``vo``/``vd`` the
-    positions of its regions inside it (for record batches).
+    ``batch`` is the block as a RecordBatch of zero-copy large_binary arrays. ``hot`` is what
+    point lookups need, as one tuple: (u64 view, bytes-sliceable raw, word index of the key
+    offsets minus the block's first row, byte position of the key data, word index of the
+    value offsets minus the first row, byte position of the value data), positions in ``raw``.
     """
 
-    __slots__ = ("n", "r0", "buffer", "kd", "vo", "vd", "hot")
+    __slots__ = ("n", "r0", "batch", "hot")
 
-    def __init__(self, n, r0, buffer, kd, vo, vd, hot):
-        self.n, self.r0, self.buffer, self.kd, self.vo, self.vd, self.hot = n, r0, buffer, kd, vo, vd, hot
+    def __init__(self, n: int, r0: int, batch: pa.RecordBatch, hot: tuple):
+        self.n, self.r0, self.batch, self.hot = n, r0, batch, hot
 
 
 class _LRU:
@@ -104,6 +103,7 @@ class PartitionReader:
         self._block_lru = _LRU((self._blocks, self._hot), cache_blocks, self._evicted) if bounded else None
         self._page_lru = _LRU((self._pages,), cache_blocks * 4, self._page_evicted) if not self._mapped else None
         self._first_rows_np = np.asarray(self._first_rows, dtype=np.int64)
+        self._block_offset_np = np.asarray(self._block_offset, dtype=np.int64)
         if self._mapped:
             raw = source.raw
             self._raw = raw
@@ -112,9 +112,7 @@ class PartitionReader:
             self._u64 = np.frombuffer(self._words, dtype=np.uint64)
             ib = self._index_offset // 8
             self._table = self._u64[ib:ib + npg * _PAGE_WORDS].reshape(-1, 2)
-            if self._flat:
-                # Per block, filled when it is verified: the same four positions as ``hot``.
-                self._blk_pos = np.zeros((4, nb), dtype=np.int64)
+            self._buffer = source.buffer
         self.get = self._make_get()
 
     def _corrupt(self, what: str, key: bytes | None = None) -> CorruptStoreError:
@@ -223,46 +221,51 @@ class PartitionReader:
 
     def _load_block(self, b: int) -> tuple:
         """Verify and decode block ``b``; returns its ``hot`` tuple."""
-        self._check_open()
+        if self.closed:
+            self._check_open()
         off, stored_len, raw_len = self._block_offset[b], self._block_stored[b], self._block_raw[b]
-        if off % 8 or off < HEADER.size or off + stored_len > self._index_offset:
+        if off & 7 or off < HEADER.size or off + stored_len > self._index_offset:
             raise self._corrupt(f"block {b} lies outside the data region")
         if self._flat:
-            stored = self.source.read_buffer(off, stored_len)
+            stored = self._buffer.slice(off, stored_len)
         else:
             stored = self.source.read_bytes(off, stored_len)
         if len(stored) != stored_len or (self.verify and checksum(stored) != self._block_checksum[b]):
             raise self._corrupt(f"block {b} checksum mismatch")
         if self._codec is not None:
             try:
-                data = self._codec.decompress(stored, decompressed_size=raw_len, asbytes=True)
+                stored = self._codec.decompress(stored, decompressed_size=raw_len, asbytes=True)
             except (OSError, pa.ArrowException) as exc:
                 raise self._corrupt(f"block {b} does not decompress: {exc}") from None
-        else:
-            data = stored
         r0 = self._first_rows[b]
         n = self._first_rows[b + 1] - r0
-        try:
-            koffs = np.frombuffer(data, dtype="<i8", count=n + 1)
-            kd = 8 * (n + 1)
-            vo = kd + pad8(int(koffs[-1]))
-            voffs = np.frombuffer(data, dtype="<i8", count=n + 1, offset=vo)
-            vd = vo + 8 * (n + 1)
-            ok = (koffs[0] == 0 and voffs[0] == 0 and vd + pad8(int(voffs[-1])) == raw_len == len(data)
-                  and bool(np.all(koffs[1:] >= koffs[:-1])) and bool(np.all(voffs[1:] >= voffs[:-1])))
-        except ValueError:
-            ok = False
-        if not ok:
+        kd = 8 * (n + 1)
+        if len(stored) != raw_len or raw_len & 7 or raw_len < 2 * kd:
             raise self._corrupt(f"block {b} layout is inconsistent")
         if self._flat:
-            buffer = data
-            w = off >> 3
-            hot = (self._words, self._raw, w - r0, off + kd, w + (vo >> 3) - r0, off + vd)
-            self._blk_pos[:, b] = hot[2:]
+            words, raw, w, buffer = self._words, self._raw, off >> 3, stored
         else:
-            buffer = pa.py_buffer(data)
-            hot = (memoryview(data).cast("Q"), data, -r0, kd, (vo >> 3) - r0, vd)
-        self._blocks[b] = _Block(n, r0, buffer, kd, vo, vd, hot)
+            words, raw, w, buffer = memoryview(stored).cast("Q"), stored, 0, pa.py_buffer(stored)
+        # Region boundaries from the offsets' first and last entries; Arrow's full validation
+        # then checks that each offsets array is monotonic and inside its data region.
+        vo = kd + pad8(words[w + n])
+        if vo + kd > raw_len:
+            raise self._corrupt(f"block {b} layout is inconsistent")
+        vd = vo + kd
+        if words[w] or words[w + (vo >> 3)] or vd + pad8(words[w + (vo >> 3) + n]) != raw_len:
+            raise self._corrupt(f"block {b} layout is inconsistent")
+        keys = pa.Array.from_buffers(pa.large_binary(), n, [None, buffer.slice(0, kd), buffer.slice(kd, vo - kd)])
+        values = pa.Array.from_buffers(pa.large_binary(), n, [None, buffer.slice(vo, kd), buffer.slice(vd)])
+        try:
+            keys.validate(full=True)
+            values.validate(full=True)
+        except pa.ArrowInvalid:
+            raise self._corrupt(f"block {b} layout is inconsistent (offsets)") from None
+        if self._flat:
+            hot = (words, raw, w - r0, off + kd, w + (vo >> 3) - r0, off + vd)
+        else:
+            hot = (words, raw, -r0, kd, (vo >> 3) - r0, vd)
+        self._blocks[b] = _Block(n, r0, pa.RecordBatch.from_arrays([keys, values], schema=SCHEMA), hot)
         self._hot[b] = hot
         self._block_ok[b] = True
         if self._block_lru is not None:
@@ -270,27 +273,26 @@ class PartitionReader:
         return hot
 
     # ---- point lookups ---------------------------------------------------------------------
-    def _row_blocks(self):
-        """``row -> block`` as one subscript: a uint16/uint32 table (2-4 bytes per row) for
-        mapped files, where lookups are CPU-bound; a bisect elsewhere (I/O-bound)."""
-        if not self._mapped:
-            first_rows = self._first_rows
-
-            class _Bisect:
-                def __getitem__(self, row: int) -> int:
-                    return bisect_right(first_rows, row) - 1
-            return _Bisect()
+    def _row_blocks(self) -> tuple[Any, int]:
+        """(table, shift) for ``row -> block`` without a search: ``b = table[row >> shift]``,
+        then at most one step to ``b + 1``. The shift makes a bucket of rows no larger than
+        any block but the last, so a bucket straddles at most one block boundary; the table
+        stays small (one entry per bucket) and in cache, so the lookup stays flat in size."""
+        counts = np.diff(self._first_rows_np)
+        smallest = int(counts[:-1].min()) if len(counts) > 1 else max(1, self.count)
+        shift = min(16, max(0, smallest.bit_length() - 1))
+        buckets = np.arange(0, self.count, 1 << shift, dtype=np.int64)
         dtype = np.uint16 if self.block_count <= 1 << 16 else np.uint32
-        table = np.repeat(np.arange(self.block_count, dtype=dtype), np.diff(self._first_rows_np))
-        return memoryview(table) if len(table) else []
+        table = (np.searchsorted(self._first_rows_np, buckets, side="right") - 1).astype(dtype)
+        return (memoryview(table) if len(table) else []), shift
 
     def _make_get(self) -> Callable[..., Any]:
         if self._mapped:
             return self._make_mapped_get()
         pages, load_page = self._pages, self._load_page
         hot_blocks, load_block = self._hot, self._load_block
-        row_block = self._row_blocks()
-        count, home_slots = self.count, self._home_slots
+        row_block, shift = self._row_blocks()
+        first_rows, count, home_slots = self._first_rows, self.count, self._home_slots
         corrupt, xxh = self._corrupt, _xxh
 
         def get(key: bytes, default=None):
@@ -309,7 +311,9 @@ class PartitionReader:
                     row = page[o + 1]
                     if row >= count:
                         raise corrupt("index points past the last row", key)
-                    b = row_block[row]
+                    b = row_block[row >> shift]
+                    if row >= first_rows[b + 1]:
+                        b += 1
                     words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
                     kq += row
                     vq += row
@@ -328,8 +332,8 @@ class PartitionReader:
         # few cache misses: a random lookup is bound by memory latency, not by bytecodes.
         words, page_ok, load_page = self._words, self._page_ok_bytes, self._load_page
         hot_blocks, load_block = self._hot, self._load_block
-        row_block = self._row_blocks()
-        home_slots, base = self._home_slots, self._index_offset >> 3
+        row_block, shift = self._row_blocks()
+        first_rows, home_slots, base = self._first_rows, self._home_slots, self._index_offset >> 3
         corrupt, xxh = self._corrupt, _xxh
 
         def get(key: bytes, default=None):
@@ -348,7 +352,11 @@ class PartitionReader:
                     hv = words[o]
                     if hv == h:
                         row = words[o + 1]
-                        b = row_block[row]  # IndexError past the last row
+                        b = row_block[row >> shift]  # IndexError past the last bucket
+                        if row >= first_rows[b + 1]:
+                            b += 1
+                            if row >= first_rows[b + 1]:  # (IndexError past the last block)
+                                raise IndexError(row)
                         bwords, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
                         kq += row
                         vq += row
@@ -421,9 +429,15 @@ class PartitionReader:
         if self._flat:
             self._ensure(blocks, self._block_ok, self._load_block)
             words = self._u64
-            kq, kd, vq, vd = (a[blocks] for a in self._blk_pos)
-            kq += rows
-            vq += rows
+            # The positions of each row's offsets and data, as in _load_block's ``hot``.
+            off = self._block_offset_np[blocks]
+            nrows = self._first_rows_np[blocks + 1] - self._first_rows_np[blocks]
+            w = off >> 3
+            kq = w - self._first_rows_np[blocks] + rows
+            kd = off + 8 * (nrows + 1)
+            vo = 8 * (nrows + 1) + ((words[w + nrows].astype(np.int64) + 7) & ~7)
+            vq = w + (vo >> 3) - self._first_rows_np[blocks] + rows
+            vd = off + vo + 8 * (nrows + 1)
             ks = kd + words[kq].astype(np.int64)
             ke = kd + words[kq + 1].astype(np.int64)
             vs = vd + words[vq].astype(np.int64)
@@ -515,16 +529,7 @@ class PartitionReader:
 
     def batch(self, b: int) -> pa.RecordBatch:
         """Block ``b`` as a RecordBatch of large_binary key/value columns (zero-copy)."""
-        return self._batch_of(self.block(b))
-
-    @staticmethod
-    def _batch_of(blk: _Block) -> pa.RecordBatch:
-        n, buf = blk.n, blk.buffer
-        keys = pa.Array.from_buffers(pa.large_binary(), n, [None, buf.slice(0, 8 * (n + 1)),
-                                                            buf.slice(blk.kd, blk.vo - blk.kd)])
-        values = pa.Array.from_buffers(pa.large_binary(), n, [None, buf.slice(blk.vo, 8 * (n + 1)),
-                                                              buf.slice(blk.vd)])
-        return pa.RecordBatch.from_arrays([keys, values], schema=SCHEMA)
+        return self.block(b).batch
 
     def block_range(self, start: bytes | None = None, stop: bytes | None = None) -> tuple[int, int]:
         """Blocks [first, last) that may hold keys in [start, stop)."""
@@ -550,7 +555,7 @@ class PartitionReader:
                 begin_row = rr
         for b in range(first_b, last_b):
             blk = self.block(b)
-            batch = self._batch_of(blk)
+            batch = blk.batch
             lo = begin_row if b == first_b else 0
             hi = blk.n
             if stop is not None and (b == last_b - 1 or (b + 1 < self.block_count and self.first_keys[b + 1] >= stop)):
@@ -578,7 +583,7 @@ class PartitionReader:
         for b in range(self.block_count):
             self._blocks[b] = self._hot[b] = None
             blk = self.block(b)
-            batch = self._batch_of(blk)
+            batch = blk.batch
             keys = batch.column(0)
             if self.key_at(blk, 0) != self.first_keys[b]:
                 raise self._corrupt(f"block {b} first key differs from the block index")
