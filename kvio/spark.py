@@ -10,7 +10,6 @@ Spark. The data source itself lives in :mod:`spark_jobs.datasource` (options doc
 """
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import versions
@@ -51,10 +50,11 @@ def read_store(spark: "SparkSession", uri: str, *, key_type: str = "binary",
     """``spark.read.format("kvstore")`` with at least one input split per core by default
     (``minSplits``), so a store with few large partitions still uses the whole cluster."""
     register(spark)
+    from spark_jobs.datasource import absolute_uri
     opts = {"keyType": key_type, "valueType": value_type,
             "minSplits": str(spark.sparkContext.defaultParallelism)}
     opts.update({k: str(v) for k, v in options.items()})
-    return spark.read.format(FORMAT).options(**opts).load(_absolute(uri))
+    return spark.read.format(FORMAT).options(**opts).load(absolute_uri(uri))
 
 
 def write_store(df: "DataFrame", uri: str, mode: str = "error", num_partitions: int | None = None,
@@ -78,7 +78,7 @@ def write_store(df: "DataFrame", uri: str, mode: str = "error", num_partitions: 
     _require_pyspark()
     from pyspark.sql import functions as F
 
-    from spark_jobs.datasource import check_write_schema
+    from spark_jobs.datasource import absolute_uri, check_write_schema
 
     if mode not in WRITE_MODES:
         raise KvioError(f"unknown write mode {mode!r}; use one of {', '.join(WRITE_MODES)}", store=uri)
@@ -89,7 +89,7 @@ def write_store(df: "DataFrame", uri: str, mode: str = "error", num_partitions: 
     if presorted and num_partitions is not None:
         raise KvioError("presorted=True keeps the DataFrame's partitions; num_partitions would "
                         "need a shuffle", store=uri)
-    uri = _absolute(uri)
+    uri = absolute_uri(uri)
     kvs = KeyValueSystem(conf=dict(conf or {}))
     if mode in ("error", "ignore") and kvs.exists(uri):
         if mode == "ignore":
@@ -138,6 +138,3 @@ def store_summary(uri: str, conf: Mapping[str, Any] | None = None) -> dict[str, 
     return {"uri": uri, "version": manifest["version"], "records": records,
             "partitions": len(parts), "bytes": sum(p["size"] for p in parts)}
 
-
-def _absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)

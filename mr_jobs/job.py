@@ -167,6 +167,10 @@ class KVStoreJob(MRJob):
             if not _overrides(self, "mapper", MRJob):
                 raise KvioError("text input needs a mapper(key, value) that yields (bytes, bytes)")
             kw["mapper"] = self._kv_map_text
+        for hook in ("reducer_final", "mapper_raw", "combiner_init", "combiner_final"):
+            if _overrides(self, hook, MRJob):
+                raise KvioError(f"{type(self).__name__}.{hook} is not supported by KVStoreJob "
+                                "(store pairs are written by reducer(); inputs are read by kvio)")
         for hook in ("mapper_init", "reducer_init"):
             if _overrides(self, hook, MRJob):
                 kw[hook] = getattr(self, hook)

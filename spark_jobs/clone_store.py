@@ -26,8 +26,8 @@ from typing import Any  # noqa: E402
 import kvio.spark  # noqa: E402
 from kvio.errors import StoreExistsError  # noqa: E402
 from kvio.system import KeyValueSystem  # noqa: E402
-from spark_jobs.jobs import (JobError, absolute, add_common_arguments, parse_conf, run,  # noqa: E402
-                             spark_session)
+from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
+from spark_jobs.jobs import JobError, add_common_arguments, parse_conf, run, spark_session  # noqa: E402
 
 JOB = "clone_store"
 

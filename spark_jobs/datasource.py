@@ -69,7 +69,7 @@ _TYPES: dict[str, DataType] = {"binary": BinaryType(), "string": StringType()}
 
 
 # ---- options -------------------------------------------------------------------------------
-def _absolute(uri: str) -> str:
+def absolute_uri(uri: str) -> str:
     """Local paths made absolute on the driver: executors run in other directories."""
     return uri if "://" in uri else os.path.abspath(uri)
 
@@ -78,7 +78,7 @@ def _uri(options: Mapping[str, str]) -> str:
     path = options.get("path")
     if not path:
         raise KvioError("no store given: use .load(uri) / .save(uri) (or the path option)")
-    return _absolute(path)
+    return absolute_uri(path)
 
 
 def _kvio_conf(options: Mapping[str, str]) -> dict[str, str]:

@@ -24,7 +24,8 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 import kvio.spark  # noqa: E402
-from spark_jobs.jobs import absolute, add_common_arguments, parse_conf, run, spark_session  # noqa: E402
+from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
+from spark_jobs.jobs import add_common_arguments, parse_conf, run, spark_session  # noqa: E402
 
 JOB = "export_store"
 _SPARK_MODES = {"error": "errorifexists", "ignore": "ignore", "overwrite": "overwrite",

@@ -107,6 +107,3 @@ def _first_lines(text: str, limit: int = 6) -> str:
     return shown + ("\n..." if len(lines) > limit else "")
 
 
-def absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)
-

@@ -268,7 +268,10 @@ def cut_overlapping(entries: list[dict], split_bytes: int,
 def read_piece(readers: Sequence[PartitionReader], piece: Piece,
                ranges: Sequence[Range]) -> Iterator[pa.RecordBatch]:
     """Large-binary key/value batches of ``piece`` limited to ``ranges``, in key order."""
-    wanted = intersect(ranges, normalize([(piece.start, piece.stop)]))
+    low = min(bytes.fromhex(e["min_key"]) for e in piece.entries)
+    high = max(bytes.fromhex(e["max_key"]) for e in piece.entries)
+    held = normalize([(_max_start(piece.start, low), _min_stop(piece.stop, high + b"\x00"))])
+    wanted = intersect(ranges, held)  # e.g. of a long IN list, only the keys this piece can hold
     if len(readers) == 1:
         for start, stop in wanted:
             yield from readers[0].iter_batches(start, stop, blocks=piece.blocks)

@@ -200,6 +200,10 @@ def _event(kind: str, detail: str = "") -> None:
         _STATE["trace"].append({"n": _STATE["n"], "kind": kind, "detail": detail,
                                 "phase": _STATE["phase"], "published": _STATE["published"]})
     if _STATE["n"] == _STATE["kill"]:
+        expect = _STATE.get("expect")
+        if expect and expect != kind:  # the run diverged from the dry run: say so, don't guess
+            sys.stderr.write(f"event {_STATE['n']} is {kind!r}, the dry run had {expect!r}\n")
+            os._exit(3)
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -265,6 +269,7 @@ def install_kill_points() -> None:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     _STATE["kill"] = spec.get("kill")
+    _STATE["expect"] = spec.get("expect")
     if spec.get("trace"):
         _STATE["trace"] = []
     install_kill_points()

@@ -34,7 +34,12 @@ def writer(spec: dict) -> None:
         tag = f"{spec['name']}-{i:03d}"
         try:
             record = write_version(kvs, spec["uri"], tag, pause=spec["pause"])
-            results.append({"tag": tag, "won": True, "seq": record["seq"], "version": record["version"]})
+            # The version just published is complete (retention 3 keeps it past the next round).
+            with kvs.open_store(spec["uri"], version=record["version"]) as published:
+                published.verify()
+                complete = list(published.items()) == [(k, value(tag, i)) for i, k in enumerate(KEYS)]
+            results.append({"tag": tag, "won": True, "seq": record["seq"], "version": record["version"],
+                            "complete": complete})
         except ConcurrentCommitError as exc:
             results.append({"tag": tag, "won": False, "error": "ConcurrentCommitError",
                             "landed": exc.landed})

@@ -118,12 +118,16 @@ def check_one_kill(sc: faultlib.Scenario, template: Path, work: Path, event: dic
     uri = str(work / "store ü")  # a space and a non-ASCII letter in every path
     if template.exists():
         shutil.copytree(template, uri, symlinks=True)
-    result = run_child({"scenario": sc.name, "uri": uri, "kill": event["n"]})
+    result = run_child({"scenario": sc.name, "uri": uri, "kill": event["n"], "expect": event["kind"]})
     assert result.returncode == -signal.SIGKILL, \
         f"kill point not reached or child failed ({result.returncode}): {result.stderr[-2000:]}"
     expected = sc.new if event["published"] else sc.old
     seen = observe(sc, uri)
-    assert seen == expected, "store is neither the expected old nor new complete version"
+    if seen != expected:
+        what = "absent" if seen is None else \
+            "old" if seen == sc.old else "new" if seen == sc.new else "a mix"
+        raise AssertionError(f"after the kill the store is {what}; expected the "
+                             f"{'new' if event['published'] else 'old'} version")
     try:
         getattr(sc, "rerun", sc.run)(uri)
     except StoreExistsError:

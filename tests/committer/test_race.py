@@ -40,7 +40,7 @@ def test_two_writers_race_while_a_third_process_reads(ram_tmp):
     t0 = time.time() + 2.0  # after the interpreters have started
     until = t0 + ITERATIONS * PERIOD + 1.0
     procs = {name: start("writer", {"uri": uri, "name": name, "iterations": ITERATIONS, "t0": t0,
-                                    "period": PERIOD, "pause": 0.03, "out": str(ram_tmp / f"{name}.json")})
+                                    "period": PERIOD, "pause": 0.03, "conf": {"kvio.versions.retain": "3"}, "out": str(ram_tmp / f"{name}.json")})
              for name in ("left", "right")}
     procs["reader"] = start("reader", {"uri": uri, "until": until, "out": str(ram_tmp / "reader.json")})
     for name, proc in procs.items():
@@ -52,6 +52,7 @@ def test_two_writers_race_while_a_third_process_reads(ram_tmp):
     lost = [r for r in results if not r["won"]]
     assert all(r["error"] == "ConcurrentCommitError" and r["landed"] is False for r in lost), lost[:3]
     assert won and lost, "the writers never raced (machine too loaded?)"
+    assert all(r["complete"] for r in won)
 
     # The commit log holds exactly the winners, in seq order, each once: nothing lost.
     history = versions.history(FileIO(uri))
@@ -74,6 +75,6 @@ def test_two_writers_race_while_a_third_process_reads(ram_tmp):
         assert set(v.rsplit(b"-", 1)[0] for v in reader.values()) == {tag_of_seq[history[-1]["seq"]].encode()}
     kvs.gc(uri, older_than=0)  # losers left nothing behind that a gc would not remove
     assert os.listdir(os.path.join(uri, layout.STAGING)) == []
-    assert len(os.listdir(os.path.join(uri, layout.VERSIONS))) == 2
+    assert len(os.listdir(os.path.join(uri, layout.VERSIONS))) == 2  # the default retention
     print(f"race: {len(won)} publishes won, {len(lost)} lost with ConcurrentCommitError, "
           f"{len(seen)} complete reads")

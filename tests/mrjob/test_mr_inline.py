@@ -9,7 +9,7 @@ from mr_jobs.plan import Router
 
 from .conftest import (assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job,
                        store_files, store_items)
-from .jobs.bad_output import OutOfRangeReducer, StrKeyMapper
+from .jobs.bad_output import OutOfRangeReducer, StrKeyMapper, WithReducerFinal
 from .jobs.country_counts import MRCountryCounts
 from .jobs.failing_reducer import FailingReducer
 from .jobs.text_word_count import TextWordCount
@@ -204,3 +204,10 @@ def test_router_matches_the_published_ranges(hostile_store, tmp_path):
         mins = sorted(bytes.fromhex(e["min_key"]) for e in entries)
     router = Router(mins[1:])
     assert [router(m) for m in mins] == list(range(6))
+
+
+def test_unsupported_hooks_are_refused(hostile_store, tmp_path):
+    src, _ = hostile_store
+    with pytest.raises(KvioError, match="reducer_final is not supported"):
+        run_kv_job(WithReducerFinal, "inline", [src], tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()

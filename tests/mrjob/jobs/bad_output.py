@@ -11,3 +11,8 @@ class OutOfRangeReducer(KVStoreJob):
 class StrKeyMapper(KVStoreJob):
     def mapper_kv(self, key, value):
         yield key.decode("latin-1"), value
+
+
+class WithReducerFinal(KVStoreJob):
+    def reducer_final(self):
+        yield b"late", b"pair"
