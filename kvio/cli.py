@@ -672,7 +672,9 @@ def cmd_rollback(args, kvs: KeyValueSystem) -> int:
     if args.json:
         _print_json(record)
     else:
-        print(f"rolled back {args.uri} to version {record['version']} (commit {record['seq']})")
+        restored = record.get("source", record["version"])
+        print(f"rolled back {args.uri} to version {restored} (published as {record['version']}, "
+              f"commit {record['seq']})")
     return 0
 
 
@@ -681,11 +683,12 @@ def cmd_gc(args, kvs: KeyValueSystem) -> int:
     if args.json:
         _print_json(removed)
         return 0
-    for kind, label in (("versions", "version"), ("staging", "staging"), ("commits", "commit record")):
-        for name in removed[kind]:
+    labels = (("versions", "version"), ("staging", "staging"), ("files", "stray file"))
+    for kind, label in labels:
+        for name in removed.get(kind, []):
             print(f"removed {label} {name}")
     print(f"gc {args.uri}: removed {len(removed['versions'])} version(s), "
-          f"{len(removed['staging'])} staging dir(s), {len(removed['commits'])} commit record(s)")
+          f"{len(removed['staging'])} staging dir(s), {len(removed.get('files', []))} stray file(s)")
     return 0
 
 

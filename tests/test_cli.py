@@ -500,7 +500,9 @@ def test_versions_rollback_and_gc(fruit, tmp_path, capsys):
     assert lines[1].split()[:3] == ["1", first, "create"] and lines[1].endswith("available")
     assert lines[2].split()[:3] == ["2", second, "overwrite"] and lines[2].endswith("current")
 
-    assert run(capsys, "rollback", fruit) == (0, f"rolled back {fruit} to version {first} (commit 3)\n", "")
+    code, out, err = run(capsys, "rollback", fruit)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"rolled back {fruit} to version {first} (published as ") and out.endswith(", commit 3)\n")
     assert read_store(fruit) == FRUIT
     assert run(capsys, "rollback", fruit, second)[0] == 0
     assert read_store(fruit) == {b"v2": b"data"}
