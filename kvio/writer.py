@@ -18,10 +18,11 @@ import pyarrow.compute as pc
 from .committer import Job, TaskAttempt
 from .config import Config
 from .errors import KeyOrderError, PairTooLargeError, WriterClosedError
-from .format.partition_writer import PartitionWriter
+from .format.partition_writer import PartitionWriter, key_hashes
 
 _PAIR_OVERHEAD = 16 + 24  # two int64 offsets + about 1/0.7 of a 16-byte index slot
 _CHUNK_PAIRS = 1 << 15  # pairs checked and cut into blocks at a time by put_many
+_HASH_WINDOW = 1 << 16  # rows of an Arrow input hashed at a time
 _BYTES = {bytes}
 _first, _second = itemgetter(0), itemgetter(1)
 _lt = operator.lt
@@ -218,15 +219,29 @@ class SortedPairWriter:
     def _write_arrays(self, keys: pa.Array, values: pa.Array, key_list: list[bytes] | None = None,
                       value_list: list[bytes] | None = None) -> None:
         """Sorted, checked binary arrays (and, if at hand, the same keys and values as Python
-        lists): blocks are zero-copy slices of the arrays' buffers."""
+        lists): blocks are zero-copy slices of the arrays' buffers; key hashes are computed a
+        window of rows at a time, not per block."""
         koffs, kdata = _column_buffers(keys)
         voffs, vdata = _column_buffers(values)
+        n = len(keys)
+        window: list = [0, 0, None]  # rows [lo, hi) and their hashes
+
+        def hashes(start: int, end: int) -> np.ndarray:
+            lo, hi, h = window
+            if start < lo or end > hi:
+                lo, hi = start, min(n, max(end, start + _HASH_WINDOW))
+                rows = key_list[lo:hi] if key_list is not None else keys.slice(lo, hi - lo).to_pylist()
+                h = key_hashes(rows)
+                window[:] = lo, hi, h
+            return h[start - lo:end - lo]
+
+        def key_at(i: int) -> bytes:
+            return key_list[i] if key_list is not None else keys[i].as_py()
 
         def write(start: int, end: int) -> None:
             k0, k1, v0, v1 = int(koffs[start]), int(koffs[end]), int(voffs[start]), int(voffs[end])
-            block_keys = key_list[start:end] if key_list is not None else keys.slice(start, end - start).to_pylist()
-            self._part.write_columns(block_keys, koffs[start:end + 1] - k0, kdata[k0:k1],
-                                     voffs[start:end + 1] - v0, vdata[v0:v1])
+            self._part.write_block(koffs[start:end + 1] - k0, kdata[k0:k1], voffs[start:end + 1] - v0,
+                                   vdata[v0:v1], hashes(start, end), key_at(start), key_at(end - 1))
 
         def rows(start: int, end: int):
             if key_list is not None and value_list is not None:

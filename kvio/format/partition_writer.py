@@ -7,7 +7,6 @@ index hashes, so it is bounded by the partition size limit, not by the store siz
 from __future__ import annotations
 
 import json
-from array import array
 from typing import IO, Sequence
 
 import numpy as np
@@ -22,6 +21,11 @@ from .spec import (FORMAT_VERSION, HEADER, INDEX_ALIGN, PARTITION_MAGIC, TRAILER
 _xxh = xxhash.xxh3_64_intdigest
 
 _ZEROS = bytes(INDEX_ALIGN)
+
+
+def key_hashes(keys) -> np.ndarray:
+    """XXH3-64 of each key as uint64 (0 not yet replaced by 1: the writer does that in bulk)."""
+    return np.fromiter(map(_xxh, keys), dtype=np.uint64, count=len(keys))
 
 
 def _offsets_of(items: Sequence[bytes]) -> np.ndarray:
@@ -44,7 +48,7 @@ class PartitionWriter:
         self._block_checksum: list[int] = []
         self._first_rows: list[int] = [0]
         self._first_keys: list[bytes] = []
-        self._hashes = array("Q")
+        self._hashes: list[np.ndarray] = []
         self.count = 0
         self.min_key: bytes | None = None
         self.max_key: bytes | None = None
@@ -64,8 +68,8 @@ class PartitionWriter:
         """One block from Python lists of keys and values (equal lengths, keys sorted)."""
         if not keys:
             return
-        self._write_block(keys, _offsets_of(keys), b"".join(keys),
-                          _offsets_of(values), b"".join(values))
+        self.write_block(_offsets_of(keys), b"".join(keys), _offsets_of(values), b"".join(values),
+                         key_hashes(keys), keys[0], keys[-1])
 
     def write_columns(self, keys: Sequence[bytes], key_offsets: np.ndarray, key_data,
                       value_offsets: np.ndarray, value_data) -> None:
@@ -73,10 +77,16 @@ class PartitionWriter:
         ``keys`` are the same keys as Python bytes, used for hashing and the block's first key."""
         if not keys:
             return
-        self._write_block(keys, key_offsets, key_data, value_offsets, value_data)
+        self.write_block(key_offsets, key_data, value_offsets, value_data, key_hashes(keys), keys[0], keys[-1])
 
-    def _write_block(self, keys, koffs, kdata, voffs, vdata) -> None:
-        n = len(keys)
+    def write_block(self, koffs: np.ndarray, kdata, voffs: np.ndarray, vdata, hashes: np.ndarray,
+                    first_key: bytes, last_key: bytes) -> None:
+        """One block of ``n = len(hashes)`` rows: int64 offsets starting at 0 and data buffers
+        for keys and values, the keys' XXH3-64 hashes (``key_hashes``; 0 is allowed here) and
+        the first and last key."""
+        n = len(hashes)
+        if not n:
+            return
         klen, vlen = int(koffs[-1]), int(voffs[-1])
         pieces = (koffs.astype("<i8", copy=False).data, kdata, _ZEROS[:pad8(klen) - klen],
                   voffs.astype("<i8", copy=False).data, vdata, _ZEROS[:pad8(vlen) - vlen])
@@ -101,22 +111,21 @@ class PartitionWriter:
         self._block_stored.append(stored_len)
         self._block_raw.append(raw_len)
         self._block_checksum.append(stored_sum)
-        # Index hashes: XXH3 of each key; the 0 -> 1 mapping of spec.key_hash is done in bulk.
-        self._hashes.extend(map(_xxh, keys))
+        self._hashes.append(hashes)
         self.count += n
         self._first_rows.append(self.count)
-        self._first_keys.append(bytes(keys[0]))
+        self._first_keys.append(bytes(first_key))
         if self.min_key is None:
-            self.min_key = bytes(keys[0])
-        self.max_key = bytes(keys[-1])
+            self.min_key = bytes(first_key)
+        self.max_key = bytes(last_key)
 
     def finish(self) -> dict:
         """Write index, footer and trailer; return what the manifest records about the file."""
         self._write(_ZEROS[:align(self._pos, INDEX_ALIGN) - self._pos])
         index_offset = self._pos
-        hashes = np.frombuffer(self._hashes, dtype=np.uint64).copy() if self.count else np.zeros(0, np.uint64)
+        hashes = np.concatenate(self._hashes) if self._hashes else np.zeros(0, np.uint64)
         hashes[hashes == 0] = 1  # spec.key_hash: 0 marks an empty slot
-        self._hashes = array("Q")
+        self._hashes = []
         index = build_index(hashes, self._load_factor)
         page_checksums = [checksum(page) for page in index.pages()]
         self._write(memoryview(index.table).cast("B"))
