@@ -19,7 +19,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # measure this checkout's kvio
+sys.path.insert(0, str(ROOT))  # measure this checkout's kvio (or --kvio-path's, see below)
+if "--kvio-path" in sys.argv[:-1]:  # must win before anything imports kvio
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--kvio-path") + 1]).resolve()))
 
 from bench.suite import build, common, datagen, lookups, remote, report, scan  # noqa: E402
 from bench.suite.common import Row, log  # noqa: E402
@@ -43,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="also write pyinstrument profiles of get, build and scan to bench/results/")
     ap.add_argument("--spark-timeout", type=float, help="seconds (default 540; quick 60)")
     ap.add_argument("--mrjob-timeout", type=float, help="seconds (default 240; quick 40)")
+    ap.add_argument("--kvio-path", help="import kvio from this directory instead (e.g. an older "
+                    "checkout, for before/after figures; in-process parts only)")
     return ap.parse_args(argv)
 
 

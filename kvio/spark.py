@@ -90,11 +90,9 @@ def write_store(df: "DataFrame", uri: str, mode: str = "error", num_partitions: 
         raise KvioError("presorted=True keeps the DataFrame's partitions; num_partitions would "
                         "need a shuffle", store=uri)
     uri = absolute_uri(uri)
-    kvs = KeyValueSystem(conf=dict(conf or {}))
-    if mode in ("error", "ignore") and kvs.exists(uri):
-        if mode == "ignore":
-            return {**store_summary(uri, conf), "skipped": True}
-        raise StoreExistsError("store already exists; use mode='overwrite' to replace it", store=uri)
+    skipped = existing_store(uri, mode, conf)
+    if skipped is not None:
+        return skipped
     register(df.sparkSession)
 
     for what, name in (("key", key_col), ("value", value_col)):
@@ -121,6 +119,20 @@ def write_store(df: "DataFrame", uri: str, mode: str = "error", num_partitions: 
         writer = writer.option(name, str(setting))
     writer.save(uri)
     return store_summary(uri, conf)
+
+
+def existing_store(uri: str, mode: str,
+                   conf: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Decide on the driver, before any Spark job, what an existing store at ``uri`` means:
+    mode=error raises StoreExistsError, mode=ignore returns its summary (``skipped``: True);
+    otherwise (or when there is no store) None. The committer checks again when the job
+    starts and when it publishes, so a store created meanwhile is never overwritten."""
+    if mode in ("error", "ignore") and KeyValueSystem(conf=dict(conf or {})).exists(uri):
+        if mode == "ignore":
+            return {**store_summary(uri, conf), "skipped": True}
+        raise StoreExistsError("store already exists; use mode='overwrite' to replace it",
+                               store=uri)
+    return None
 
 
 def store_summary(uri: str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:

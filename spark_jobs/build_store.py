@@ -25,8 +25,6 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 import kvio.spark  # noqa: E402
-from kvio.errors import StoreExistsError  # noqa: E402
-from kvio.system import KeyValueSystem  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
 from spark_jobs.jobs import JobError, add_common_arguments, parse_conf, run, spark_session  # noqa: E402
 
@@ -81,11 +79,9 @@ def build(args: argparse.Namespace, spark: Any = None) -> dict[str, Any]:
         raise JobError(f"--num-partitions must be at least 1, got {args.num_partitions}")
     source, dest = absolute(args.input), absolute(args.dest)
     _check_input(source)
-    if args.mode != "overwrite" and KeyValueSystem(conf=conf).exists(dest):
-        if args.mode == "error":
-            raise StoreExistsError("store already exists; use --mode overwrite to replace it",
-                                   store=dest)
-        return {**kvio.spark.store_summary(dest, conf), "skipped": True}
+    skipped = kvio.spark.existing_store(dest, args.mode, conf)
+    if skipped is not None:
+        return skipped
 
     spark = spark or spark_session("kvio build_store", args.master)
     from pyspark.sql import functions as F

@@ -24,8 +24,6 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 import kvio.spark  # noqa: E402
-from kvio.errors import StoreExistsError  # noqa: E402
-from kvio.system import KeyValueSystem  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
 from spark_jobs.jobs import JobError, add_common_arguments, parse_conf, run, spark_session  # noqa: E402
 
@@ -52,11 +50,9 @@ def clone(args: argparse.Namespace, spark: Any = None) -> dict[str, Any]:
     if src.rstrip("/") == dest.rstrip("/"):
         raise JobError("SRC and DEST are the same store")
     source = kvio.spark.store_summary(src, conf)  # a missing or unfinished store fails here
-    if args.mode != "overwrite" and KeyValueSystem(conf=conf).exists(dest):
-        if args.mode == "error":
-            raise StoreExistsError("store already exists; use --mode overwrite to replace it",
-                                   store=dest)
-        return {**kvio.spark.store_summary(dest, conf), "skipped": True}
+    skipped = kvio.spark.existing_store(dest, args.mode, conf)
+    if skipped is not None:
+        return skipped
 
     spark = spark or spark_session("kvio clone_store", args.master)
     df = spark.read.format(kvio.spark.FORMAT).options(**conf).load(src)

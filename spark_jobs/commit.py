@@ -35,7 +35,7 @@ def finish_job(job: Job, tasks: Sequence[dict[str, Any] | None], duplicates: str
     count = None
     if len(complete) == len(tasks):  # otherwise Job.commit refuses, naming the failed tasks
         new = [p for t in complete for p in t["partitions"] if p["count"]]
-        groups = _overlapping(new)
+        groups = [g for g in scan.overlapping_groups(new) if len(g) > 1]
         if not groups or duplicates == "error":
             if groups:
                 _check_no_shared_keys(job, groups)
@@ -46,21 +46,6 @@ def finish_job(job: Job, tasks: Sequence[dict[str, Any] | None], duplicates: str
     if job.ctx.mode == "append" and job.ctx.base_version is not None:
         count = None  # the committer carries the base version's partitions in
     return job.commit(list(tasks), num_tasks=len(tasks), count=count)
-
-
-def _overlapping(partitions: list[dict]) -> list[list[dict]]:
-    """Groups of partitions whose key ranges overlap (each group has two or more)."""
-    groups: list[list[dict]] = []
-    high = None
-    for p in sorted(partitions, key=lambda p: bytes.fromhex(p["min_key"])):
-        low, top = bytes.fromhex(p["min_key"]), bytes.fromhex(p["max_key"])
-        if groups and low <= high:
-            groups[-1].append(p)
-            high = max(high, top)
-        else:
-            groups.append([p])
-            high = top
-    return [g for g in groups if len(g) > 1]
 
 
 def _check_no_shared_keys(job: Job, groups: list[list[dict]]) -> None:

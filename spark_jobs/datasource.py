@@ -9,8 +9,8 @@ top-level ``pyspark_*`` module and ``pyspark_kvio`` exposes this class as ``Defa
 
 Read options:
   keyType, valueType   binary (default) | string (UTF-8; a non-UTF-8 byte string fails clearly)
-  splitSize            bytes per input split (default 64MB): bigger partitions are cut into
-                       block ranges, small ones packed together
+  splitSize            bytes per input split (default 128MB, like Spark's maxPartitionBytes):
+                       bigger partitions are cut into block ranges, small ones packed together
   minSplits            cut splits smaller so there are at least this many (e.g. the core count)
   version              read a retained older version instead of the current one
   batchSize            bytes per Arrow batch handed to Spark (default 4MB; 0: one per block)
@@ -135,7 +135,7 @@ class KvStoreReader(DataSourceReader):
         self.conf = _kvio_conf(options)
         self.storage_options = _storage_options(options)
         self.version = options.get("version") or None
-        self.split_bytes = _size(options, "splitSize", 64 << 20)
+        self.split_bytes = _size(options, "splitSize", 128 << 20)
         self.min_splits = int(options.get("minSplits", 1))
         self.pushdown = parse_bool(options.get("pushdown", "true"))
         self.batch_bytes = _size(options, "batchSize", 4 << 20)

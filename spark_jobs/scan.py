@@ -178,6 +178,22 @@ def _min_max(entry: dict) -> tuple[bytes, bytes]:
     return bytes.fromhex(entry["min_key"]), bytes.fromhex(entry["max_key"])
 
 
+def overlapping_groups(entries: Sequence[dict]) -> list[list[dict]]:
+    """Partitions (with rows) grouped so that key ranges overlap within a group and never
+    across groups; groups in key order."""
+    groups: list[list[dict]] = []
+    high = b""
+    for e in sorted(entries, key=lambda e: _min_max(e)[0]):
+        low, top = _min_max(e)
+        if groups and low <= high:
+            groups[-1].append(e)
+            high = max(high, top)
+        else:
+            groups.append([e])
+            high = top
+    return groups
+
+
 def plan_splits(manifest: dict, ranges: Sequence[Range], split_bytes: int,
                 open_entry: Callable[[dict], PartitionReader], min_splits: int = 1) -> list[Split]:
     """Splits covering every key of ``manifest`` inside ``ranges``, in key order.
@@ -192,17 +208,7 @@ def plan_splits(manifest: dict, ranges: Sequence[Range], split_bytes: int,
     total = sum(e["size"] for e in kept)
     if min_splits > 1:
         split_bytes = max(1, min(split_bytes, math.ceil(total / min_splits)))
-    kept.sort(key=lambda e: _min_max(e)[0])
-    components: list[list[dict]] = []
-    high = None
-    for e in kept:
-        low, top = _min_max(e)
-        if components and low <= high:
-            components[-1].append(e)
-            high = max(high, top)
-        else:
-            components.append([e])
-            high = top
+    components = overlapping_groups(kept)
     pieces: list[Piece] = []
     for comp in components:
         comp.sort(key=lambda e: priority[id(e)])

@@ -29,7 +29,8 @@ from kvio.writer import SortedPairWriter
 from .scan import open_partition
 
 DUPLICATES = ("error", "first", "last")
-_SPILL_BATCH_BYTES = 1 << 20
+_SPILL_BATCH_BYTES = 1 << 20   # batches of a spilled run (one per run is in memory while merging)
+_MEMORY_BATCH_BYTES = 16 << 20  # batches of the in-memory run (fewer, bigger writer calls)
 
 
 # ---- input -------------------------------------------------------------------------------------
@@ -146,14 +147,12 @@ class ExternalSorter:
         self.buffer: list[pa.RecordBatch] = []
         self.buffered = 0
         self.runs: list[str] = []
-        self.rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
         self.buffer.append(batch)
         self.buffered += batch.nbytes
-        self.rows += batch.num_rows
         if self.buffered >= self.memory:
             self._spill()
 
@@ -185,8 +184,9 @@ class ExternalSorter:
         added here (they win ties in arrival order)."""
         last: list[Iterable[pa.RecordBatch]] = []
         if self.buffer:
-            rows = max(1, int(_SPILL_BATCH_BYTES * self.rows / max(self.buffered, 1)))
-            last = [self._sorted_buffer().to_batches(max_chunksize=rows)]
+            table = self._sorted_buffer()
+            rows = max(1, int(_MEMORY_BATCH_BYTES * table.num_rows / max(table.nbytes, 1)))
+            last = [table.to_batches(max_chunksize=rows)]
         runs = [*before, *(self._run(p) for p in self.runs), *last]
         yield from merge_runs(runs)
 

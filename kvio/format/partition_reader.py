@@ -343,10 +343,10 @@ class PartitionReader:
             except TypeError:
                 key = as_key(key)  # raises for str and other non-bytes
                 h = xxh(key) or 1
-            s = home = h % home_slots
-            if not page_ok[s >> 8]:
-                load_page(s >> 8)
-            o = base + (s << 1)
+            home = h % home_slots
+            if not page_ok[home >> 8]:
+                load_page(home >> 8)
+            o = base + (home << 1)  # (``base`` is page-aligned: 512 words per index page)
             try:
                 while True:
                     hv = words[o]
@@ -370,10 +370,9 @@ class PartitionReader:
                     elif not hv or hv % home_slots > home:
                         # Slots are in home-slot order: past our home's run the key is absent.
                         return default
-                    s += 1
                     o += 2
-                    if not s & 255 and not page_ok[s >> 8]:
-                        load_page(s >> 8)
+                    if not o & 511 and not page_ok[(o - base) >> 9]:
+                        load_page((o - base) >> 9)
             except IndexError:
                 raise corrupt("index points past the last row", key) from None
 

@@ -49,7 +49,7 @@ def test_reads_every_pair_as_binary(spark, binary_store):
     assert df.schema.simpleString() == "struct<key:binary,value:binary>"
     assert [f.nullable for f in df.schema.fields] == [False, False]
     assert rows(df) == sorted(model.items())
-    assert df.rdd.getNumPartitions() == 1  # 200 KB: one split of the default 64 MB
+    assert df.rdd.getNumPartitions() == 1  # 200 KB: one split of the default 128 MB
     assert len(kvio.KeyValueSystem().open_store(uri).manifest["partitions"]) > 5
 
 
