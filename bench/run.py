@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--mrjob-timeout", type=float, help="seconds (default 240; quick 40)")
     ap.add_argument("--kvio-path", help="import kvio from this directory instead (e.g. an older "
                     "checkout, for before/after figures; in-process parts only)")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="run nothing: rewrite --out from a results file (after editing bench/NOTES.md)")
     return ap.parse_args(argv)
 
 
@@ -165,8 +167,8 @@ class Suite:
                 f"writer peak RSS building a {size / 1e9:.1f} GB store", doc["peak_rss"] / 2**20, None, "MiB",
                 None, None, note=f"{doc['pairs']:,} pairs of 16 B keys and 4 KiB values fed as 16 MiB Arrow "
                                  f"tables; {doc['store_bytes'] / 2**30:.2f} GiB written in {doc['seconds']:.1f} s; "
-                                 f"RSS after imports {doc['baseline_rss'] / 2**20:.0f} MiB; ru_maxrss "
-                                 f"{doc['ru_maxrss'] / 2**20:.0f} MiB",
+                                 f"RSS after imports {doc['baseline_rss'] / 2**20:.0f} MiB; psutil "
+                                 "samples every 10 ms",
                 section="memory", repetitions=1))
         if len(results) == 2:
             small, big = (results[s]["peak_rss"] for s in sizes)
@@ -268,8 +270,17 @@ class Suite:
         return 0
 
 
+def render(args: argparse.Namespace) -> int:
+    doc = json.loads(args.render.read_text())
+    rows = [Row(**{k: v for k, v in r.items() if k in Row.__dataclass_fields__}) for r in doc["rows"]]
+    report.write(args.out, rows, doc["meta"], ROOT / "bench" / "NOTES.md")
+    log(f"wrote {args.out} from {args.render}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    return Suite(parse_args(argv)).run()
+    args = parse_args(argv)
+    return render(args) if args.render else Suite(args).run()
 
 
 if __name__ == "__main__":

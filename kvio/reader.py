@@ -115,7 +115,7 @@ class StoreReader(Mapping):
             if len(self._order) == 1 and self._order[0] == i:
                 # One live partition: its own lookup is the store's (one call per get; the
                 # partition's index answers out-of-range keys as misses).
-                self.get = reader.get
+                self.__dict__["get"] = reader.get  # (shadows the method below)
         return reader
 
     def _open_get(self, j: int):

@@ -42,6 +42,7 @@ each query (loading is cheap: no data is read), or read with .option("pushdown",
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -53,7 +54,7 @@ from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourc
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import BinaryType, DataType, StringType, StructField, StructType
 
-from kvio import versions
+from kvio import layout, versions
 from kvio.committer import MODES, Job, JobContext
 from kvio.config import Config, parse_bool, parse_size
 from kvio.errors import KvioError
@@ -61,10 +62,12 @@ from kvio.fs import FileIO
 from kvio.system import KeyValueSystem
 
 from . import scan
+from .commit import finish_job
 from .scan import ALL, NOTHING, Range
 from .sorting import DUPLICATES, write_task
 
 NAME = "kvstore"
+_ABORT_SECONDS = 30.0
 _TYPES: dict[str, DataType] = {"binary": BinaryType(), "string": StringType()}
 
 
@@ -297,12 +300,24 @@ class KvStoreWriter(DataSourceArrowWriter):
         return KvStoreCommitMessage(message, rows)
 
     def commit(self, messages: list[KvStoreCommitMessage | None]) -> None:
-        from .commit import finish_job
         finish_job(Job(JobContext.from_json(self.ctx)),
                    [m.task if m is not None else None for m in messages], self.duplicates)
 
     def abort(self, messages: list[KvStoreCommitMessage | None]) -> None:
-        Job(JobContext.from_json(self.ctx)).abort()
+        """Remove the job's staging. Spark may call this while an attempt of a failed task is
+        still writing (its Python worker has not noticed yet): a file it creates while the tree
+        is being removed makes the removal fail, so try again until the job directory is gone.
+        Once it is gone no attempt can create anything in it (directories are never recreated)."""
+        job = Job(JobContext.from_json(self.ctx))
+        deadline = time.monotonic() + _ABORT_SECONDS
+        while True:
+            try:
+                job.abort()
+            except OSError:
+                pass  # "directory not empty": a straggler wrote meanwhile
+            if not job.io.exists(layout.staging_dir(job.ctx.job_id)) or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
 
 def check_write_schema(schema: StructType, options: Mapping[str, str]) -> tuple[str, str]:

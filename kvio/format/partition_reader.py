@@ -4,11 +4,14 @@ Checksums are verified the first time each block or index page is touched (and t
 open), so a flipped byte raises CorruptStoreError instead of being returned. Files are
 immutable, so a verified piece stays verified for the reader's lifetime.
 
-Speed notes (docs/benchmarks.md has the figures). ``get`` is a closure made once per reader
-with everything it needs in local cells, so a lookup is one Python call: XXH3 of the key, the
-home slot, slot reads through a ``memoryview`` cast to uint64 (no struct unpacking), one bisect
-from row to block, and key and value slices taken straight from the memory map (one copy for
-the returned value). ``get_many`` probes the index for all keys at once with numpy.
+Speed notes (docs/benchmarks.md and bench/NOTES.md have the figures and profiles). ``get`` is
+a closure made once per reader with everything it needs in cells, so a lookup is one Python
+call: XXH3 of the key, the home slot, slot reads through a ``memoryview`` cast to uint64 (no
+struct unpacking; a probe stops early because slots are sorted by home slot), a small bucket
+table from row to block, and key and value sliced straight from the ``mmap`` (one copy, the
+returned value). A random hit is bound by memory latency: about five cold cache lines.
+``get_many`` probes the index for all keys at once with numpy and gathers keys and values
+with one Arrow ``take`` over the map.
 """
 from __future__ import annotations
 
@@ -79,6 +82,10 @@ class _LRU:
 
 
 class PartitionReader:
+    #: ``get(key, default=None)``: the value of ``key`` or ``default`` (a closure per reader,
+    #: made by ``_make_get``)
+    get: Callable[..., Any]
+
     def __init__(self, source: Source, *, store: str | None = None, expected: dict | None = None,
                  verify: bool = True, cache_blocks: int = 256):
         self.source = source
@@ -95,6 +102,7 @@ class PartitionReader:
         self._pages: list = [None] * (npg + 1)
         self._page_ok = np.zeros(npg + 1, dtype=bool)
         self._page_ok_bytes = memoryview(self._page_ok).cast("B")  # same flags, fast to index
+        self._pages_verified = 0
         self._block_ok = np.zeros(nb, dtype=bool)
         self._codec = None if self.codec == "none" else pa.Codec(self.codec)
         self._mapped = source.mapped
@@ -207,6 +215,8 @@ class PartitionReader:
             data = memoryview(raw).cast("Q")
         if self.verify and checksum(data) != self._page_checksums[p]:
             raise self._corrupt(f"index page {p} checksum mismatch")
+        if not self._page_ok[p]:
+            self._pages_verified += 1
         self._pages[p] = data
         self._page_ok[p] = True
         if self._page_lru is not None:
@@ -215,6 +225,7 @@ class PartitionReader:
 
     def _page_evicted(self, p: int) -> None:
         self._page_ok[p] = False
+        self._pages_verified -= 1
 
     def _evicted(self, b: int) -> None:
         self._block_ok[b] = False
@@ -335,6 +346,12 @@ class PartitionReader:
         row_block, shift = self._row_blocks()
         first_rows, home_slots, base = self._first_rows, self._home_slots, self._index_offset >> 3
         corrupt, xxh = self._corrupt, _xxh
+        unverified = True  # until every index page is verified; then the check is skipped
+
+        def verify_page(p: int) -> None:
+            nonlocal unverified
+            load_page(p)
+            unverified = self._pages_verified < self.index_pages
 
         def get(key: bytes, default=None):
             """The value of ``key``, or ``default``."""
@@ -344,8 +361,8 @@ class PartitionReader:
                 key = as_key(key)  # raises for str and other non-bytes
                 h = xxh(key) or 1
             home = h % home_slots
-            if not page_ok[home >> 8]:
-                load_page(home >> 8)
+            if unverified and not page_ok[home >> 8]:
+                verify_page(home >> 8)
             o = base + (home << 1)  # (``base`` is page-aligned: 512 words per index page)
             try:
                 while True:
@@ -372,14 +389,11 @@ class PartitionReader:
                         return default
                     o += 2
                     if not o & 511 and not page_ok[(o - base) >> 9]:
-                        load_page((o - base) >> 9)
+                        verify_page((o - base) >> 9)
             except IndexError:
                 raise corrupt("index points past the last row", key) from None
 
         return get
-
-    def get(self, key: bytes, default=None):  # replaced per instance by _make_get
-        return self.get(key, default)
 
     def get_many(self, keys: Sequence[bytes], default=None) -> list:
         """Values (or ``default``) for many keys, in order. On memory-mapped files the index is
@@ -607,6 +621,7 @@ class PartitionReader:
         self._hot[:] = [None] * len(self._hot)
         self._pages[:] = [None] * len(self._pages)
         self._page_ok[:] = False
+        self._pages_verified = 0
         self._block_ok[:] = False
         if self._mapped:
             self._table = self._u64 = None

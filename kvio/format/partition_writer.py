@@ -114,6 +114,9 @@ class PartitionWriter:
         """One block of ``n = len(hashes)`` rows: int64 offsets starting at 0 and data buffers
         for keys and values, the keys' XXH3-64 hashes (``key_hashes``; 0 is allowed here) and
         the first and last key."""
+        self._write_block(koffs, kdata, voffs, vdata, hashes, first_key, last_key)
+
+    def _write_block(self, koffs, kdata, voffs, vdata, hashes, first_key, last_key) -> None:
         n = len(hashes)
         if not n:
             return
