@@ -27,6 +27,7 @@ from __future__ import annotations
 import io as _io
 import logging
 import posixpath
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
@@ -41,6 +42,7 @@ from .format.source import RangeSource
 from .fs import TMP_PREFIX, FileIO, check_same_device
 
 log = logging.getLogger(__name__)
+ABORT_RETRY_SECONDS = 30.0
 MODES = ("error", "ignore", "overwrite", "append")
 _OWN_NAMES = {layout.MARKER, layout.COMMITS, layout.VERSIONS, layout.STAGING}
 
@@ -383,7 +385,20 @@ class Job:
         published version, so it is safe after a commit that raised or even succeeded."""
         if self.ctx.skip:
             return
-        self.io.delete_tree(layout.staging_dir(self.ctx.job_id))
+        # A straggling attempt of a failed task (Spark, Hadoop) may create a file while the
+        # tree is being removed, making the removal fail with "directory not empty". Retry
+        # until the job dir is gone: after that no attempt can write (dirs are never recreated).
+        staging = layout.staging_dir(self.ctx.job_id)
+        deadline = time.monotonic() + ABORT_RETRY_SECONDS
+        while True:
+            try:
+                self.io.delete_tree(staging)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            if not self.io.exists(staging) or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
 
 def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None = None,

@@ -42,7 +42,6 @@ each query (loading is cheap: no data is read), or read with .option("pushdown",
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -54,7 +53,7 @@ from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourc
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import BinaryType, DataType, StringType, StructField, StructType
 
-from kvio import layout, versions
+from kvio import versions
 from kvio.committer import MODES, Job, JobContext
 from kvio.config import Config, parse_bool, parse_size
 from kvio.errors import KvioError
@@ -67,7 +66,6 @@ from .scan import ALL, NOTHING, Range
 from .sorting import DUPLICATES, write_task
 
 NAME = "kvstore"
-_ABORT_SECONDS = 30.0
 _TYPES: dict[str, DataType] = {"binary": BinaryType(), "string": StringType()}
 
 
@@ -304,20 +302,8 @@ class KvStoreWriter(DataSourceArrowWriter):
                    [m.task if m is not None else None for m in messages], self.duplicates)
 
     def abort(self, messages: list[KvStoreCommitMessage | None]) -> None:
-        """Remove the job's staging. Spark may call this while an attempt of a failed task is
-        still writing (its Python worker has not noticed yet): a file it creates while the tree
-        is being removed makes the removal fail, so try again until the job directory is gone.
-        Once it is gone no attempt can create anything in it (directories are never recreated)."""
-        job = Job(JobContext.from_json(self.ctx))
-        deadline = time.monotonic() + _ABORT_SECONDS
-        while True:
-            try:
-                job.abort()
-            except OSError:
-                pass  # "directory not empty": a straggler wrote meanwhile
-            if not job.io.exists(layout.staging_dir(job.ctx.job_id)) or time.monotonic() > deadline:
-                return
-            time.sleep(0.2)
+        """Remove the job's staging (Job.abort retries while straggling attempts still write)."""
+        Job(JobContext.from_json(self.ctx)).abort()
 
 
 def check_write_schema(schema: StructType, options: Mapping[str, str]) -> tuple[str, str]:
