@@ -1,6 +1,6 @@
 """Clone throughput with mrjob's local runner: kvio CloneStore vs an identity job over JSON lines.
 
-    python bench/bench_mrjob.py [--quick] [--records N] [--value-bytes N] [--reps N] [--json FILE]
+    python bench/bench_mrjob.py [--quick] [--records N] [--value-bytes N] [--reps N] [--json FILE] [--json-out FILE]
 
 Both jobs move the same pairs through map, the sort and reduce with ``-r local`` on this
 machine, with as many map tasks (input partitions / input files) and output partitions each:
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--runner", choices=("local", "inline"), default="local",
                         help="mrjob runner (default local; inline shows per-record cost alone)")
-    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--json", default=None, help="also write the raw results to this file")
+    parser.add_argument("--json-out", default=None,
+                        help="write rows in bench/run.py's contract (bench/README.md) to this file")
     args = parser.parse_args(argv)
     KeyValueSystem, _ = _import_kvio()
     records = args.records or (20_000 if args.quick else 300_000)
@@ -154,6 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as handle:
             json.dump({"runner": args.runner, "records": records, "payload_bytes": payload, "reps": reps, "load": load,
                        "rows": rows, "ratio": ratio}, handle, indent=2)
+    if args.json_out:
+        note = (f"-r {args.runner}, {records} records, {mb:.1f} MB, {args.parts} map tasks and output "
+                f"partitions, median of {reps}, load {load:.1f}")
+        contract = []
+        for unit, field in (("MB/s", "MB_per_s"), ("records/s", "records_per_s")):
+            contract.append({
+                "measurement": f"mrjob clone (-r {args.runner}) throughput, {unit}",
+                "kvio": rows[0][field], "reference": rows[1][field], "unit": unit,
+                "ratio": round(rows[0][field] / rows[1][field], 3), "target": ">= 1.0",
+                "reference_name": "mrjob identity job over JSON lines", "repetitions": reps,
+                "note": note})
+        with open(args.json_out, "w") as handle:
+            json.dump(contract, handle, indent=2)
     return 0
 
 
