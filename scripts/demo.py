@@ -45,8 +45,9 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     py = sys.executable
+    kvio_cmd = (py, "-m", "kvio")
 
-    step("smoke test", "kvio", "run-kv-test", str(work / "smoke.kv"))
+    step("smoke test", *kvio_cmd, "run-kv-test", str(work / "smoke.kv"))
 
     n = args.rows
     keys = [f"user{i:08d}.country".encode() for i in range(n)]
@@ -62,12 +63,12 @@ def main() -> int:
     step("build the store with Spark", py, "spark_jobs/build_store.py", str(work / "users.parquet"),
          store, "--format", "parquet", "--key-col", "user", "--value-col", "country",
          "--num-partitions", "4")
-    step("store info", "kvio", "info", store)
-    step("point lookups", "kvio", "get", store, "user00000042.country", "user00199999.country")
-    step("prefix scan", "kvio", "scan", store, "--prefix", "user0000001", "--limit", "5")
-    step("clone with MapReduce (mrjob local runner)", "scripts/clone-store", store, clone,
+    step("store info", *kvio_cmd, "info", store)
+    step("point lookups", *kvio_cmd, "get", store, "user00000042.country", "user00199999.country")
+    step("prefix scan", *kvio_cmd, "scan", store, "--prefix", "user0000001", "--limit", "5")
+    step("clone with MapReduce (mrjob local runner)", py, "scripts/clone-store", store, clone,
          "--engine", "mr", "--runner", "local")
-    step("verify checksums of the clone", "kvio", "verify", clone)
+    step("verify checksums of the clone", *kvio_cmd, "verify", clone)
     step("export the clone with Spark", py, "spark_jobs/export_store.py", clone,
          str(work / "export"), "--format", "parquet")
     exported = pq.read_table(work / "export").num_rows
