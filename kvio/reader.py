@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from . import layout
 from .config import Config
+from .byteslike import as_bytes
 from .errors import CorruptStoreError
 from .format.partition_reader import SCHEMA, PartitionReader
 from .format.source import BufferSource, RangeSource
@@ -31,12 +32,7 @@ def prefix_successor(prefix: bytes) -> bytes | None:
 
 
 def _key(obj: Any) -> bytes:
-    if type(obj) is bytes:
-        return obj
-    if isinstance(obj, (bytearray, memoryview)):
-        return bytes(obj)
-    raise TypeError(f"keys are bytes, got {type(obj).__name__}"
-                    + (" (encode str with .encode())" if isinstance(obj, str) else ""))
+    return as_bytes(obj, "key")
 
 
 def _bounds(start, stop, prefix) -> tuple[bytes | None, bytes | None]:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from .committer import Job, TaskAttempt
 from .config import Config
+from .byteslike import as_bytes as _as_bytes
 from .errors import KeyOrderError, PairTooLargeError, WriterClosedError
 from .format.partition_writer import PartitionWriter, key_hashes
 
@@ -31,15 +32,6 @@ _TWO = {2}
 
 def _types(items) -> set:
     return set(map(type, items))
-
-
-def _as_bytes(obj: Any, what: str) -> bytes:
-    if type(obj) is bytes:
-        return obj
-    if isinstance(obj, (bytearray, memoryview)):
-        return bytes(obj)
-    raise TypeError(f"{what} must be bytes, got {type(obj).__name__}"
-                    + (" (encode str with .encode())" if isinstance(obj, str) else ""))
 
 
 def _binary_column(col: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:

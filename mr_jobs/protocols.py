@@ -17,6 +17,8 @@ import binascii
 import json
 from typing import Any
 
+from kvio.byteslike import as_bytes as _need_bytes
+
 __all__ = [
     "encode_key", "decode_key", "encode_value", "decode_value",
     "HexProtocol", "HexValueProtocol", "SortableBytesProtocol",
@@ -24,15 +26,6 @@ __all__ = [
 ]
 
 _TAB = b"\t"
-
-
-def _need_bytes(obj: Any, what: str) -> bytes:
-    if type(obj) is bytes:
-        return obj
-    if isinstance(obj, (bytearray, memoryview)):
-        return bytes(obj)
-    raise TypeError(f"{what} must be bytes, got {type(obj).__name__}"
-                    + (" (encode str with .encode())" if isinstance(obj, str) else ""))
 
 
 def encode_key(key: bytes) -> bytes:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from ..byteslike import as_bytes
 from ..errors import CorruptStoreError, UnsupportedFormatError
 from .source import Source
 from .spec import (HEADER, INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS, PARTITION_MAGIC,
@@ -40,12 +41,7 @@ _BYTES_TYPE = {bytes}
 
 
 def as_key(obj: Any) -> bytes:
-    if type(obj) is bytes:
-        return obj
-    if isinstance(obj, (bytearray, memoryview)):
-        return bytes(obj)
-    raise TypeError(f"keys are bytes, got {type(obj).__name__}"
-                    + (" (encode str with .encode())" if isinstance(obj, str) else ""))
+    return as_bytes(obj, "key")
 
 
 class _Block:
