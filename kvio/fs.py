@@ -36,6 +36,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from .errors import UnsafeFilesystemError
 
 _MEMORY_LOCK = threading.Lock()
+_HDFS_NATIVE_PROTOCOLS = {"hdfs", "viewfs"}
 
 LOCAL = "local"
 MEMORY = "memory"
@@ -84,7 +85,13 @@ class FileIO:
         self.uri = uri
         if "://" not in uri and "::" not in uri:
             uri = os.path.abspath(uri)
-        self.fs, root = url_to_fs(uri, **(storage_options or {}))
+        options = dict(storage_options or {})
+        if uri.split("://", 1)[0] in _HDFS_NATIVE_PROTOCOLS:
+            # Keep hdfs-native clients out of fsspec's instance cache: at every fork fsspec
+            # clears that cache in the child, and dropping a cached hdfs-native client there
+            # hangs (seen with mrjob's local runner forking its task pool).
+            options.setdefault("skip_instance_cache", True)
+        self.fs, root = url_to_fs(uri, **options)
         self.capability, self.capability_reason = detect_capability(self.fs)
         self.is_local = self.capability == LOCAL
         self.is_memory = self.capability == MEMORY

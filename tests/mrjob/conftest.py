@@ -67,10 +67,6 @@ def store_files(uri) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
-def _no_pty():
-    raise OSError("PTYs disabled for the hadoop stand-in")
-
-
 @pytest.fixture
 def hadoop_standin(tmp_path, monkeypatch):
     """A ``hadoop`` executable (a real script running hadoop_standin.py) with a directory
@@ -85,11 +81,6 @@ def hadoop_standin(tmp_path, monkeypatch):
     hdfs = tmp_path / "hdfs"
     hdfs.mkdir()
     log = tmp_path / "hadoop-commands.jsonl"
-    # mrjob runs `hadoop` under pty.fork() when it can. Forking the whole pytest process runs
-    # fsspec's at-fork hook, which clears cached filesystem instances; an async one created by
-    # an earlier test then waits forever for its event loop thread, which the child lacks. Use
-    # mrjob's own no-PTY path (Popen), which it takes on machines without PTYs.
-    monkeypatch.setattr("pty.fork", _no_pty)
     monkeypatch.setenv("KVIO_STANDIN_HDFS", str(hdfs))
     monkeypatch.setenv("KVIO_STANDIN_LOG", str(log))
     args = ["--hadoop-bin", str(hadoop), "--hadoop-streaming-jar", str(jar),
