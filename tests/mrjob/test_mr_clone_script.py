@@ -35,13 +35,15 @@ def test_clone_store_script_clones_and_verifies(tmp_path):
     assert report["identical"] and report["pairs"] == 300 and report["disjoint"]
 
 
-def test_clone_store_script_explains_a_missing_spark_engine(tmp_path):
-    if (ROOT / "spark_jobs" / "clone_store.py").exists():
-        pytest.skip("the Spark clone job exists in this checkout (covered by the Spark tests)")
-    build_store(tmp_path / "src", [(b"k", b"v")])
+@pytest.mark.slow
+@pytest.mark.spark
+def test_clone_store_script_with_the_spark_engine(tmp_path):
+    pairs = hostile_pairs(200, seed=5)
+    build_store(tmp_path / "src", pairs, {"kvio.partition.size.max": "8KB"})
     proc = _run(str(tmp_path / "src"), str(tmp_path / "dst"), "--engine", "spark")
-    assert proc.returncode == 1
-    assert "spark_jobs/clone_store.py" in proc.stderr and "--engine mr" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "verified: identical to the source (200 pairs" in proc.stdout
+    assert store_items(tmp_path / "dst") == pairs
 
 
 def test_compare_stores_names_the_differences(tmp_path):
