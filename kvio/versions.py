@@ -199,10 +199,12 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) ->
         stamp = io.newest_mtime(rel)
         return stamp is not None and now - stamp > older_than
 
-    for name in io.listdir(layout.VERSIONS):
+    names = io.listdir(layout.VERSIONS)
+    # Retained versions are tidied after the others are removed, in that fixed order: version
+    # names sort by time only to the second, so a listing order would vary between runs.
+    for name in names:
         rel = layout.version_dir(name)
         if name in kept:
-            removed["files"] += _tidy_version(io, name)
             continue
         # A version no commit names may belong to a job between its rename and its commit:
         # only remove it once it is old. Superseded versions go at once; the manifest first,
@@ -211,6 +213,9 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) ->
             io.delete_file(layout.manifest_path(name))
             io.delete_tree(rel)
             removed["versions"].append(name)
+    for name in names:
+        if name in kept:
+            removed["files"] += _tidy_version(io, name)
     for name in io.listdir(layout.STAGING):
         rel = layout.staging_dir(name)
         if old_enough(rel):
