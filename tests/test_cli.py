@@ -140,7 +140,7 @@ def test_run_kv_test_never_deletes_a_directory_that_is_not_a_store(tmp_path, cap
 
 def test_run_kv_test_reports_a_failed_check_and_cleans_up(tmp_path, capsys, monkeypatch):
     # Partitions eight times larger than the test expects: every value lands in one file.
-    monkeypatch.setattr(cli, "KV_TEST_CONF", {"kvio.partition.size.max": "8MB"})
+    monkeypatch.setattr(cli.smoke, "KV_TEST_CONF", {"kvio.partition.size.max": "8MB"})
     uri = tmp_path / "kv-test"
     code, out, err = run(capsys, "run-kv-test", uri)
     assert (code, out) == (1, "Failed the test!\n")
@@ -568,7 +568,7 @@ def test_help_exits_0(capsys):
 def test_progress_bar_only_for_a_terminal_and_never_with_no_progress(fruit, tmp_path, capsys, monkeypatch):
     dest = tmp_path / "out.tsv"
     assert run(capsys, "export", fruit, dest)[2] == ""  # stderr is not a terminal under pytest
-    monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(cli.output, "_stderr_is_tty", lambda: True)
     code, _, err = run(capsys, "export", fruit, dest)
     assert code == 0 and "export" in err and "pairs" in err
     assert run(capsys, "export", fruit, dest, "--no-progress")[2] == ""
