@@ -31,6 +31,22 @@ def prefix_successor(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
+def open_partition_file(io: FileIO, rel: str, entry: dict[str, Any], conf: Config) -> PartitionReader:
+    """A reader of the partition file at ``rel`` (relative to the store root), checked against
+    its manifest ``entry``: memory-mapped on local disk, small ranged reads elsewhere."""
+    try:  # a remote file is first read (and found missing) when the reader opens it
+        if io.is_local:
+            source = BufferSource.map_file(io.local_path(rel))
+        else:
+            source = RangeSource(lambda o, n: io.read_range(rel, o, n), entry["size"], io.path(rel))
+        return PartitionReader(source, store=io.uri, expected=entry,
+                               verify=conf.verify_checksums, cache_blocks=conf.cache_blocks)
+    except FileNotFoundError:
+        raise CorruptStoreError("partition file listed in the manifest is missing (was the "
+                                "version garbage-collected while it was read?)", store=io.uri,
+                                file=io.path(rel)) from None
+
+
 def _key(obj: Any) -> bytes:
     return as_bytes(obj, "key")
 
@@ -93,18 +109,7 @@ class StoreReader(Mapping):
         if reader is None:
             entry = self._entries[i]
             rel = posixpath.join(layout.version_dir(self.version), entry["path"])
-            try:  # a remote file is first read (and found missing) when the reader opens it
-                if self.io.is_local:
-                    source = BufferSource.map_file(self.io.local_path(rel))
-                else:
-                    source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n),
-                                         entry["size"], self.io.path(rel))
-                reader = PartitionReader(source, store=self.uri, expected=entry,
-                                         verify=self.conf.verify_checksums,
-                                         cache_blocks=self.conf.cache_blocks)
-            except FileNotFoundError:
-                raise CorruptStoreError("partition file listed in the manifest is missing",
-                                        store=self.uri, file=self.io.path(rel)) from None
+            reader = open_partition_file(self.io, rel, entry, self.conf)
             self._readers[i] = reader
             if i in self._order:
                 self._gets[self._order.index(i)] = reader.get

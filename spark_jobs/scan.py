@@ -27,9 +27,8 @@ from kvio import layout
 from kvio.config import Config
 from kvio.errors import KvioError
 from kvio.format.partition_reader import SCHEMA, PartitionReader
-from kvio.format.source import BufferSource, RangeSource
 from kvio.fs import FileIO
-from kvio.reader import prefix_successor
+from kvio.reader import open_partition_file, prefix_successor
 
 Range = tuple["bytes | None", "bytes | None"]
 ALL: list[Range] = [(None, None)]
@@ -137,18 +136,8 @@ def touches(ranges: Sequence[Range], low: bytes, high: bytes) -> bool:
 # ---- opening partitions -------------------------------------------------------------------
 def open_partition(io: FileIO, rel: str, entry: dict, conf: Config) -> PartitionReader:
     """A reader of the partition file at ``rel`` (relative to the store root), checked against
-    its manifest ``entry``: memory-mapped on local disk, ranged reads elsewhere."""
-    try:
-        if io.is_local:
-            source = BufferSource.map_file(io.local_path(rel))
-        else:
-            source = RangeSource(lambda o, n: io.read_range(rel, o, n), entry["size"], io.path(rel))
-        return PartitionReader(source, store=io.uri, expected=entry,
-                               verify=conf.verify_checksums, cache_blocks=conf.cache_blocks)
-    except FileNotFoundError:
-        raise KvioError("partition file listed in the manifest is missing (was the version "
-                        "garbage-collected while it was being read?)", store=io.uri,
-                        file=io.path(rel)) from None
+    its manifest ``entry`` (kvio.reader.open_partition_file)."""
+    return open_partition_file(io, rel, entry, conf)
 
 
 def version_file(version: str, entry: dict) -> str:
