@@ -26,7 +26,8 @@ from typing import Any  # noqa: E402
 
 import kvio.spark  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
-from spark_jobs.jobs import JobError, add_common_arguments, parse_conf, run, spark_session  # noqa: E402
+from spark_jobs.jobs import (JobError, add_common_arguments, add_store_mode_argument,  # noqa: E402
+                             parse_conf, run, spark_session)
 
 JOB = "build_store"
 FORMATS = ("parquet", "json", "csv")
@@ -43,8 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--value-col", default="value", help="value column (default: value)")
     p.add_argument("--num-partitions", type=int, default=None,
                    help="store partitions, i.e. write tasks (default: the input's partition count)")
-    p.add_argument("--mode", choices=("error", "ignore", "overwrite"), default="error",
-                   help="when DEST already holds a store (default: error)")
+    add_store_mode_argument(p)
     p.add_argument("--duplicates", choices=("error", "first", "last"), default="error",
                    help="what to do with a key that appears twice (default: error)")
     add_common_arguments(p)

@@ -25,7 +25,8 @@ from typing import Any  # noqa: E402
 
 import kvio.spark  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
-from spark_jobs.jobs import JobError, add_common_arguments, parse_conf, run, spark_session  # noqa: E402
+from spark_jobs.jobs import (JobError, add_common_arguments, add_store_mode_argument,  # noqa: E402
+                             parse_conf, run, spark_session)
 
 JOB = "clone_store"
 
@@ -36,8 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dest", metavar="DEST", help="the new store")
     p.add_argument("--num-partitions", type=int, default=None,
                    help="repartition into this many partitions (default: one per read split)")
-    p.add_argument("--mode", choices=("error", "ignore", "overwrite"), default="error",
-                   help="when DEST already holds a store (default: error)")
+    add_store_mode_argument(p)
     add_common_arguments(p)
     return p
 

@@ -38,6 +38,12 @@ def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
     return conf
 
 
+def add_store_mode_argument(parser: argparse.ArgumentParser) -> None:
+    """--mode for jobs that write a store (the committer's modes that Spark jobs offer)."""
+    parser.add_argument("--mode", choices=("error", "ignore", "overwrite"), default="error",
+                        help="when DEST already holds a store (default: error)")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", action="append", default=[], metavar="kvio.NAME=VALUE",
                         help="a kvio setting for the store written or read (repeatable)")
