@@ -5,9 +5,10 @@ The core imports no Spark and no mrjob; see ``spark_jobs`` and ``mr_jobs`` for t
 __version__ = "0.1.0"
 
 from .errors import (CommitError, ConcurrentCommitError, ConfigError, CorruptStoreError,  # noqa: E402
-                     IncompleteStoreError, KeyOrderError, KvioError, NotAStoreError,
-                     PairTooLargeError, StoreExistsError, StoreNotFoundError,
-                     UnsafeFilesystemError, UnsupportedFormatError, WriterClosedError)
+                     IncompleteStoreError, InvalidArgumentError, KeyOrderError, KvioError,
+                     NotAStoreError, PairTooLargeError, ReaderClosedError, StoreExistsError,
+                     StoreNotFoundError, UnsafeFilesystemError, UnsupportedFormatError,
+                     VersionNotRetainedError, WriterClosedError)
 from .reader import StoreReader  # noqa: E402
 from .system import KeyValueSystem  # noqa: E402
 from .writer import StoreWriter  # noqa: E402
@@ -16,5 +17,6 @@ __all__ = [
     "KeyValueSystem", "StoreReader", "StoreWriter", "KvioError", "StoreExistsError",
     "StoreNotFoundError", "NotAStoreError", "IncompleteStoreError", "CorruptStoreError",
     "UnsupportedFormatError", "KeyOrderError", "PairTooLargeError", "ConfigError", "CommitError",
-    "ConcurrentCommitError", "UnsafeFilesystemError", "WriterClosedError",
+    "ConcurrentCommitError", "UnsafeFilesystemError", "WriterClosedError", "InvalidArgumentError",
+    "ReaderClosedError", "VersionNotRetainedError",
 ]

@@ -86,3 +86,18 @@ class UnsafeFilesystemError(KvioError):
 
 class WriterClosedError(KvioError):
     """put() after the writer was committed or aborted."""
+
+
+class InvalidArgumentError(KvioError, ValueError):
+    """An argument a caller passed is wrong (bad type, empty, out of range, contradictory).
+
+    Also a ``ValueError``, so code that guards calls with ``except ValueError`` keeps working."""
+
+
+class ReaderClosedError(KvioError):
+    """A reader (or a partition reader) was used after ``close()``."""
+
+
+class VersionNotRetainedError(StoreNotFoundError):
+    """The version asked for is in the store's history but its files were removed by retention
+    or ``gc`` (or it was never retained)."""
