@@ -36,7 +36,7 @@ from . import layout, versions
 from .config import Config
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, KvioError,
                      StoreExistsError, StoreNotFoundError)
-from .format import manifest as manifest_format
+from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import RangeSource
 from .fs import TMP_PREFIX, FileIO, check_same_device
@@ -200,7 +200,7 @@ class Job:
         return TaskAttempt(self.ctx, task_id, attempt_id)
 
     # ---- validation ----------------------------------------------------------------------
-    def _check_file(self, rel_in_job: str, entry: dict[str, Any], who: str) -> None:
+    def _check_file(self, rel_in_job: str, entry: PartitionEntry, who: str) -> None:
         """The file exists and is the one described: size, footer checksum, count, keys."""
         uri = self.ctx.uri
         rel = posixpath.join(layout.staging_dir(self.ctx.job_id), rel_in_job)
@@ -211,17 +211,18 @@ class Job:
                               file=self.io.path(rel)) from None
         source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n), size, self.io.path(rel))
         try:
-            reader = PartitionReader(source, store=uri, expected=entry)
+            reader = PartitionReader(source, store=uri, expected=entry.to_json())
         except (CorruptStoreError, FileNotFoundError) as exc:
             raise CommitError(f"partition file listed by {who} failed validation: {exc}",
                               store=uri, file=self.io.path(rel)) from None
-        described = (entry.get("count"), entry.get("min_key"), entry.get("max_key"))
-        actual = (reader.count, reader.meta["min_key"], reader.meta["max_key"])
+        described = (entry.count, entry.min_key, entry.max_key)
+        actual = (reader.count, reader.min_key, reader.max_key)
         if described != actual:
             raise CommitError(f"{who} describes a partition as (count, min, max) {described} but "
                               f"the file holds {actual}", store=uri, file=self.io.path(rel))
 
-    def _validate(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None) -> list[dict]:
+    def _validate(self, messages: Sequence[dict[str, Any] | None],
+                  num_tasks: int | None) -> list[PartitionEntry]:
         uri = self.ctx.uri
         messages = list(messages)
         missing = [i for i, m in enumerate(messages) if m is None]
@@ -244,7 +245,7 @@ class Job:
             extra = sorted(set(seen) - set(range(expected)))
             raise CommitError(f"expected exactly one message for each of tasks 0..{expected - 1}; "
                               f"missing {absent[:10]}, unexpected {extra[:10]}", store=uri)
-        partitions: list[dict] = []
+        partitions: list[PartitionEntry] = []
         paths: set[str] = set()
         for m in sorted(messages, key=lambda m: m["task_id"]):
             who = f"task {m['task_id']} (attempt {m.get('attempt')})"
@@ -257,12 +258,18 @@ class Job:
                     raise CommitError(f"{who} lists a partition path {path!r} outside its own "
                                       "attempt directory (or twice)", store=uri)
                 paths.add(path)
-                self._check_file(path, p, who)
-                partitions.append(p)
+                try:
+                    entry = PartitionEntry.from_json(p)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CommitError(f"{who} describes partition {path!r} wrongly: {exc}",
+                                      store=uri) from None
+                self._check_file(path, entry, who)
+                partitions.append(entry)
         return partitions
 
     # ---- carrying existing data (append, merge, rollback) ---------------------------------
-    def carry(self, src_io: FileIO, version: str, manifest: dict[str, Any] | None = None) -> list[dict]:
+    def carry(self, src_io: FileIO, version: str,
+              manifest: Manifest | None = None) -> list[PartitionEntry]:
         """Bring every partition of a published ``version`` (of this or another store on the
         same filesystem type) into the job: hard links on one local disk, copies elsewhere.
         Returns manifest entries to pass as ``extra_partitions``, in the source's priority
@@ -270,10 +277,10 @@ class Job:
         if manifest is None:
             manifest = versions.load_manifest(src_io, version)
         entries = []
-        for entry in manifest["partitions"]:
-            rel_in_job = layout.carried_name(self._carried, entry["path"])
+        for entry in manifest.partitions:
+            rel_in_job = layout.carried_name(self._carried, entry.path)
             self._carried += 1
-            src_rel = posixpath.join(layout.version_dir(version), entry["path"])
+            src_rel = posixpath.join(layout.version_dir(version), entry.path)
             try:
                 self.io.copy_from(src_io, src_rel,
                                   posixpath.join(layout.staging_dir(self.ctx.job_id), rel_in_job))
@@ -282,10 +289,10 @@ class Job:
                     f"version {version} was garbage collected while this job copied it (newer "
                     "versions were published meanwhile)", store=src_io.uri, file=src_io.path(src_rel),
                     landed=False) from None
-            entries.append({**entry, "path": rel_in_job})
+            entries.append(entry.with_path(rel_in_job))
         return entries
 
-    def _carry_base(self) -> list[dict]:
+    def _carry_base(self) -> list[PartitionEntry]:
         base = self.ctx.base_version
         try:
             manifest = versions.load_manifest(self.io, base)
@@ -305,7 +312,7 @@ class Job:
         return None
 
     def commit(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None = None,
-               extra_partitions: Iterable[dict[str, Any]] = (), count: int | None = None,
+               extra_partitions: Iterable[PartitionEntry] = (), count: int | None = None,
                op: str | None = None, note: dict[str, Any] | None = None) -> dict | None:
         """Publish the job's version; returns its commit record, or None when nothing was
         published on purpose (mode=ignore and the store exists).
@@ -335,7 +342,7 @@ class Job:
             if ctx.mode == "append" and ctx.base_version is not None:
                 carried = self._carry_base() + carried
             for i, p in enumerate(carried):
-                self._check_file(p["path"], p, f"carried partition {i}")
+                self._check_file(p.path, p, f"carried partition {i}")
         except ConcurrentCommitError:
             self.abort()
             raise
@@ -343,10 +350,10 @@ class Job:
             op = "create" if ctx.base_version is None else \
                 ("append" if ctx.mode == "append" else "overwrite")
         options = {"compression": self.conf.compression, "block_size": self.conf.block_size}
-        doc = manifest_format.build(ctx.job_id, carried + partitions, options, count=count)
+        manifest = Manifest.build(ctx.job_id, carried + partitions, options, count=count)
         try:
             self.io.write_new_file(posixpath.join(job_dir, layout.MANIFEST),
-                                   manifest_format.encode(doc))
+                                   manifest.encode())
             # Step 1: the job dir becomes a version dir (still invisible: no commit names it).
             self.io.rename_dir(job_dir, layout.version_dir(ctx.job_id))
         except OSError as exc:
@@ -355,7 +362,7 @@ class Job:
         try:
             record = versions.publish_commit(
                 self.io, ctx.base_seq + 1, ctx.job_id, op, ctx.job_id,
-                {"mode": ctx.mode, "partitions": len(doc["partitions"]), **(note or {})},
+                {"mode": ctx.mode, "partitions": len(manifest.partitions), **(note or {})},
                 expect_base=ctx.base_version)
         except CommitError as exc:
             if exc.landed is False:  # definitely not published: nothing references our files
@@ -427,7 +434,7 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
             raise ConcurrentCommitError("store was updated by another process during rollback",
                                         store=uri, landed=False)
         carried = job.carry(io, version, manifest)
-        record = job.commit([], num_tasks=0, extra_partitions=carried, count=manifest.get("count"),
+        record = job.commit([], num_tasks=0, extra_partitions=carried, count=manifest.count,
                             op="rollback", note={"source": version})
     except BaseException:
         if not job.committed:

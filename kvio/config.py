@@ -110,6 +110,8 @@ class Config:
         self.index_load_factor = typed("kvio.index.load.factor", float)
         self.verify_checksums = typed("kvio.read.verify.checksums", parse_bool)
         self.cache_blocks = typed("kvio.read.cache.blocks", int)
+        self.open_partitions = typed("kvio.read.open.partitions", int)
+        self.merge_bytes = typed("kvio.read.merge.bytes", parse_size)
         self.versions_retain = typed("kvio.versions.retain", int)
         self.allow_non_atomic = typed("kvio.commit.allow.non.atomic", parse_bool)
         self.staging_max_age = typed("kvio.staging.max.age", parse_duration)
@@ -119,6 +121,8 @@ class Config:
             raise ConfigError("kvio.index.load.factor must be between 0.1 and 0.95")
         if self.partition_size_max < 1024 or self.block_size < 64:
             raise ConfigError("kvio.partition.size.max must be >= 1KB and kvio.block.size >= 64B")
+        if self.open_partitions < 1 or self.merge_bytes < 1:
+            raise ConfigError("kvio.read.open.partitions and kvio.read.merge.bytes must be at least 1")
         if self.versions_retain < 1:
             raise ConfigError("kvio.versions.retain must be at least 1")
 

@@ -1,138 +1,196 @@
-"""Reading a published store version: a read-only Mapping[bytes, bytes] over its partitions."""
+"""Reading a published store version: a read-only ``Mapping[bytes, bytes]`` over its partitions.
+
+Point lookups route by key range (highest priority first); everything ordered (iteration,
+ranges, ``batches``, ``len`` of overlapping versions) goes through the one read planner,
+:mod:`kvio.plan`, exactly as the Spark source, mrjob and the CLI do.
+"""
 from __future__ import annotations
 
-import heapq
-import posixpath
+import resource
+import sys
+import threading
 from bisect import bisect_right
-from collections.abc import ItemsView, KeysView, Mapping
+from collections import OrderedDict
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from itertools import repeat
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from . import layout
-from .config import Config
+from . import keyranges, partitions
 from .byteslike import as_bytes
-from .errors import CorruptStoreError
+from .config import Config
+from .errors import ReaderClosedError
+from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, PartitionReader
-from .format.source import BufferSource, RangeSource
 from .fs import FileIO
+from .keyranges import Range, prefix_successor
+from .plan import ReadPlanner, read_split
+
+__all__ = ["StoreReader", "prefix_successor"]
 
 _MISSING = object()
-MERGE_BATCH_ROWS = 8192
-
-
-def prefix_successor(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return None
-    return trimmed[:-1] + bytes([trimmed[-1] + 1])
-
-
-def open_partition_file(io: FileIO, rel: str, entry: dict[str, Any], conf: Config) -> PartitionReader:
-    """A reader of the partition file at ``rel`` (relative to the store root), checked against
-    its manifest ``entry``: memory-mapped on local disk, small ranged reads elsewhere."""
-    try:  # a remote file is first read (and found missing) when the reader opens it
-        if io.is_local:
-            source = BufferSource.map_file(io.local_path(rel))
-        else:
-            source = RangeSource(lambda o, n: io.read_range(rel, o, n), entry["size"], io.path(rel))
-        return PartitionReader(source, store=io.uri, expected=entry,
-                               verify=conf.verify_checksums, cache_blocks=conf.cache_blocks)
-    except FileNotFoundError:
-        raise CorruptStoreError("partition file listed in the manifest is missing (was the "
-                                "version garbage-collected while it was read?)", store=io.uri,
-                                file=io.path(rel)) from None
+#: pair counts of overlapping versions (which need a merged scan to count), by (uri, version);
+#: versions are immutable, so a count never goes stale
+_COUNTS: OrderedDict[tuple[str, str], int] = OrderedDict()
+_COUNTS_MAX = 1024
+_COUNTS_LOCK = threading.Lock()
 
 
 def _key(obj: Any) -> bytes:
     return as_bytes(obj, "key")
 
 
-def _bounds(start, stop, prefix) -> tuple[bytes | None, bytes | None]:
-    start = None if start is None else _key(start)
-    stop = None if stop is None else _key(stop)
-    if prefix is not None:
-        prefix = _key(prefix)
-        start = prefix if start is None or start < prefix else start
-        succ = prefix_successor(prefix)
-        if succ is not None and (stop is None or succ < stop):
-            stop = succ
-    return start, stop
+def _open_limit(conf: Config) -> int:
+    """Partitions a reader keeps open. Before Python 3.13 every mapping holds a file
+    descriptor, so stay well inside the process's descriptor limit."""
+    limit = conf.open_partitions
+    if sys.version_info < (3, 13):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            limit = min(limit, max(8, soft // 4))
+    return limit
+
+
+def _ranges(start: Any, stop: Any, prefix: Any) -> list[Range]:
+    return keyranges.bounded(None if start is None else _key(start),
+                             None if stop is None else _key(stop),
+                             None if prefix is None else _key(prefix))
+
+
+class _RangeView:
+    """A re-iterable view of a key range of a reader (what items/keys/values return with
+    ``start``/``stop``/``prefix``); each iteration scans the range again."""
+
+    def __init__(self, reader: "StoreReader", ranges: list[Range], column: int | None):
+        self._reader, self._ranges, self._column = reader, ranges, column
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._reader._iter_column(self._ranges, self._column)
+
+    def __len__(self) -> int:
+        return sum(b.num_rows for b in self._reader._batches(self._ranges))
+
+    def __repr__(self) -> str:
+        what = {None: "items", 0: "keys", 1: "values"}[self._column]
+        return f"<{what} of {self._reader!r} in {self._ranges}>"
 
 
 class _Items(ItemsView):
-    def __iter__(self):
-        return self._mapping.items_range()
+    _mapping: "StoreReader"
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return self._mapping._iter_column(keyranges.ALL, None)
 
 
 class _Keys(KeysView):
-    def __iter__(self):
-        return iter(self._mapping)
+    _mapping: "StoreReader"
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._mapping._iter_column(keyranges.ALL, 0)
+
+
+class _Values(ValuesView):
+    _mapping: "StoreReader"
+
+    def __iter__(self) -> Iterator[bytes]:  # one scan, no lookup per key
+        return self._mapping._iter_column(keyranges.ALL, 1)
+
+    def __contains__(self, value: object) -> bool:
+        return any(v == value for v in self)
 
 
 class StoreReader(Mapping):
-    """A published version of a store. Partition files are opened on first use; on local disk
-    they are memory-mapped, elsewhere each lookup issues small ranged reads."""
+    """A published version of a store as a read-only ``Mapping[bytes, bytes]``.
 
-    def __init__(self, io: FileIO, manifest: dict[str, Any], commit: dict[str, Any], conf: Config):
+    Partition files are opened on first use (memory-mapped on local disk, small ranged reads
+    elsewhere); at most ``kvio.read.open.partitions`` stay open. After :meth:`close` every
+    method raises :class:`~kvio.errors.ReaderClosedError`.
+
+    Args:
+        io: the store's file I/O.
+        manifest: the version's parsed manifest.
+        commit: the commit record that published the version.
+        conf: settings.
+    """
+
+    def __init__(self, io: FileIO, manifest: Manifest, commit: dict[str, Any], conf: Config):
         self.uri = io.uri
         self.io = io
         self.manifest = manifest
         self.commit = commit
-        self.version = manifest["version"]
+        self.version = manifest.version
         self.conf = conf
-        parts = manifest["partitions"]
-        self._entries = parts
-        self._readers: list[PartitionReader | None] = [None] * len(parts)
-        live = [i for i, p in enumerate(parts) if p["count"]]
-        self._disjoint = manifest["disjoint"]
-        # Disjoint: partitions ordered by min key for one bisect. Otherwise: all candidates,
+        self.closed = False
+        self.planner = ReadPlanner(manifest)
+        live = manifest.live()
+        self._disjoint = manifest.disjoint
+        # Disjoint: partitions ordered by min key for one bisect. Otherwise every candidate,
         # highest priority (latest in the manifest) first.
-        order = sorted(live, key=lambda i: bytes.fromhex(parts[i]["min_key"])) if self._disjoint \
-            else sorted(live, reverse=True)
-        self._order = order
-        self._mins = [bytes.fromhex(parts[i]["min_key"]) for i in order]
-        self._maxs = [bytes.fromhex(parts[i]["max_key"]) for i in order]
-        self._count = manifest.get("count")
-        # Lookup functions of the partitions in ``order`` (None until opened).
-        self._gets: list = [None] * len(order)
-        if io.is_local:  # open everything now so a later GC of this version cannot break us
-            for i in live:
-                self._partition(i)
+        ordered = sorted(live, key=lambda pe: pe[1].min_key) if self._disjoint \
+            else sorted(live, key=lambda pe: -pe[0])  # type: ignore[arg-type,return-value]
+        self._order: list[PartitionEntry] = [e for _, e in ordered]
+        self._slot = {e.path: j for j, e in enumerate(self._order)}
+        self._mins = [e.min_key for e in self._order]
+        self._maxs = [e.max_key for e in self._order]
+        self._count = manifest.count if manifest.count is not None else _COUNTS.get((self.uri, self.version))
+        # Lookup functions of the partitions in ``_order`` (None until opened, and again after
+        # the cache closed the partition to stay within its limit).
+        self._gets: list[Any] = [None] * len(self._order)
+        self._cache = partitions.PartitionCache(io, self.version, conf, _open_limit(conf),
+                                                on_evict=self._evicted)
+        if io.is_local:  # open now (within the limit) so that a later GC cannot break us
+            for entry in self._order[:self._cache.capacity]:
+                self._partition(entry)
 
     # ---- partitions ---------------------------------------------------------------------
-    def _partition(self, i: int) -> PartitionReader:
-        reader = self._readers[i]
-        if reader is None:
-            entry = self._entries[i]
-            rel = posixpath.join(layout.version_dir(self.version), entry["path"])
-            reader = open_partition_file(self.io, rel, entry, self.conf)
-            self._readers[i] = reader
-            if i in self._order:
-                self._gets[self._order.index(i)] = reader.get
-            if len(self._order) == 1 and self._order[0] == i:
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ReaderClosedError("the store reader is closed (open the store again)",
+                                    store=self.uri)
+
+    def _partition(self, entry: PartitionEntry) -> PartitionReader:
+        self._check_open()
+        reader = self._cache.get(entry)
+        j = self._slot.get(entry.path)
+        if j is not None:
+            self._gets[j] = reader.get
+            if len(self._order) == 1:
                 # One live partition: its own lookup is the store's (one call per get; the
                 # partition's index answers out-of-range keys as misses).
                 self.__dict__["get"] = reader.get  # (shadows the method below)
         return reader
 
+    def _evicted(self, entry: PartitionEntry) -> None:
+        j = self._slot.get(entry.path)
+        if j is not None:
+            self._gets[j] = None
+        self.__dict__.pop("get", None)
+
     def _open_get(self, j: int):
-        self._partition(self._order[j])
-        return self._gets[j]
+        return self._partition(self._order[j]).get
 
     def partition_readers(self) -> list[PartitionReader]:
-        return [self._partition(i) for i in range(len(self._entries))]
+        """Open readers of every non-empty partition, in manifest (priority) order. For tools
+        that inspect files; more partitions than the open limit are not all kept open."""
+        return [self._partition(e) for _, e in self.manifest.live()]
 
     # ---- point lookups -----------------------------------------------------------------
     def get(self, key, default=None):
+        """The value of ``key``, or ``default`` when it is absent.
+
+        Raises:
+            InvalidArgumentError: ``key`` is not bytes-like.
+            ReaderClosedError: the reader was closed.
+            CorruptStoreError: a checksum failed on the way.
+        """
         if type(key) is not bytes:
             key = _key(key)
         if self._disjoint:
             j = bisect_right(self._mins, key) - 1
             if j < 0 or key > self._maxs[j]:
+                self._check_open()
                 return default
             return (self._gets[j] or self._open_get(j))(key, default)
         for j, get in enumerate(self._gets):
@@ -140,11 +198,18 @@ class StoreReader(Mapping):
                 value = (get or self._open_get(j))(key, _MISSING)
                 if value is not _MISSING:
                     return value
+        self._check_open()
         return default
 
     def get_many(self, keys, default=None) -> list:
         """Values (or ``default``) for many keys, in input order: keys are grouped by
-        partition and each group is looked up in one vectorised pass."""
+        partition and each group is looked up in one vectorised pass.
+
+        Raises:
+            InvalidArgumentError: a key is not bytes-like.
+            ReaderClosedError: the reader was closed.
+        """
+        self._check_open()
         if type(keys) is not list or set(map(type, keys)) != {bytes}:
             keys = [k if type(k) is bytes else _key(k) for k in keys]
         order = self._order
@@ -167,12 +232,12 @@ class StoreReader(Mapping):
             return out
         # Overlapping ranges: highest priority first; later partitions see only the misses.
         pending = list(range(len(keys)))
-        for j, i in enumerate(order):
+        for j, entry in enumerate(order):
             lo, hi = self._mins[j], self._maxs[j]
-            ask = [p for p in pending if lo <= keys[p] <= hi]
+            ask = [p for p in pending if lo <= keys[p] <= hi]  # type: ignore[operator]
             if not ask:
                 continue
-            values = self._partition(i).get_many([keys[p] for p in ask], _MISSING)
+            values = self._partition(entry).get_many([keys[p] for p in ask], _MISSING)
             found = set()
             for p, v in zip(ask, values):
                 if v is not _MISSING:
@@ -191,111 +256,134 @@ class StoreReader(Mapping):
         return self.get(key, _MISSING) is not _MISSING
 
     def __len__(self) -> int:
+        self._check_open()
         if self._count is None:
-            self._count = sum(b.num_rows for b in self.batches())
+            self._count = sum(b.num_rows for b in self._batches(keyranges.ALL))
+            with _COUNTS_LOCK:
+                _COUNTS[(self.uri, self.version)] = self._count
+                while len(_COUNTS) > _COUNTS_MAX:
+                    _COUNTS.popitem(last=False)
         return self._count
 
     # ---- ordered access ------------------------------------------------------------------
-    def batches(self, start=None, stop=None, prefix=None) -> Iterator[pa.RecordBatch]:
-        """Arrow record batches (key, value: large_binary) of [start, stop) in key order."""
-        start, stop = _bounds(start, stop, prefix)
-        if start is not None and stop is not None and start >= stop:
-            return
-        if self._disjoint:
-            for j, i in enumerate(self._order):
-                if (stop is not None and self._mins[j] >= stop) :
-                    break
-                if start is not None and self._maxs[j] < start:
-                    continue
-                yield from self._partition(i).iter_batches(start, stop)
-            return
-        yield from self._merged_batches(start, stop)
+    def _batches(self, ranges: list[Range]) -> Iterator[pa.RecordBatch]:
+        self._check_open()
+        for split in self.planner.splits(ranges, self.conf.merge_bytes, self._partition):
+            yield from read_split(self._partition, split, ranges)
 
-    def _merged_batches(self, start, stop) -> Iterator[pa.RecordBatch]:
-        # Overlapping partitions: k-way merge; on equal keys the highest priority wins.
-        def rows(i: int):
-            for batch in self._partition(i).iter_batches(start, stop):
-                for k, v in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                    yield k, -i, v
-        merged = heapq.merge(*(rows(i) for i in self._order))
-        keys: list[bytes] = []
-        values: list[bytes] = []
-        last = None
-        for k, _, v in merged:
-            if k == last:
-                continue
-            last = k
-            keys.append(k)
-            values.append(v)
-            if len(keys) >= MERGE_BATCH_ROWS:
-                yield pa.RecordBatch.from_arrays([pa.array(keys, pa.large_binary()),
-                                                  pa.array(values, pa.large_binary())], schema=SCHEMA)
-                keys, values = [], []
-        if keys:
-            yield pa.RecordBatch.from_arrays([pa.array(keys, pa.large_binary()),
-                                              pa.array(values, pa.large_binary())], schema=SCHEMA)
+    def batches(self, start=None, stop=None, prefix=None) -> Iterator[pa.RecordBatch]:
+        """Arrow record batches (``key``, ``value``: large_binary) of the pairs in key order.
+
+        Args:
+            start: lowest key (inclusive); None for no bound.
+            stop: keys below this only (exclusive); None for no bound.
+            prefix: only keys starting with this; combines with start/stop.
+
+        Returns:
+            An iterator of record batches; overlapping partitions are merged so that each
+            key appears once with the value of the latest partition.
+
+        Raises:
+            InvalidArgumentError: a bound is not bytes-like.
+            ReaderClosedError: the reader was closed.
+        """
+        return self._batches(_ranges(start, stop, prefix))
+
+    def _iter_column(self, ranges: list[Range], column: int | None) -> Iterator[Any]:
+        for batch in self._batches(ranges):
+            if column is None:
+                yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+            else:
+                yield from batch.column(column).to_pylist()
 
     def items_range(self, start=None, stop=None, prefix=None) -> Iterator[tuple[bytes, bytes]]:
-        for batch in self.batches(start, stop, prefix):
-            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+        """An iterator of the (key, value) pairs of a range in key order (see :meth:`batches`)."""
+        return self._iter_column(_ranges(start, stop, prefix), None)
 
     def items(self, start=None, stop=None, prefix=None):
-        """All pairs in key order; with start/stop (half-open) or prefix, only that range."""
+        """A view of the (key, value) pairs in key order; with ``start``/``stop`` (half-open)
+        or ``prefix``, of that range only. Views are re-iterable."""
         if start is None and stop is None and prefix is None:
             return _Items(self)
-        return self.items_range(start, stop, prefix)
+        return _RangeView(self, _ranges(start, stop, prefix), None)
 
     def keys(self, start=None, stop=None, prefix=None):
+        """A view of the keys in order (of a range, as :meth:`items`)."""
         if start is None and stop is None and prefix is None:
             return _Keys(self)
-        return (k for b in self.batches(start, stop, prefix) for k in b.column(0).to_pylist())
+        return _RangeView(self, _ranges(start, stop, prefix), 0)
+
+    def values(self, start=None, stop=None, prefix=None):
+        """A view of the values in key order (of a range, as :meth:`items`): one scan, no
+        lookup per key."""
+        if start is None and stop is None and prefix is None:
+            return _Values(self)
+        return _RangeView(self, _ranges(start, stop, prefix), 1)
 
     def __iter__(self) -> Iterator[bytes]:
-        for batch in self.batches():
-            yield from batch.column(0).to_pylist()
+        return self._iter_column(keyranges.ALL, 0)
 
     def to_table(self, start=None, stop=None, prefix=None) -> pa.Table:
+        """The pairs of a range as one Arrow table (see :meth:`batches`)."""
         return pa.Table.from_batches(list(self.batches(start, stop, prefix)), schema=SCHEMA)
 
     # ---- description -------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        """A description: version, commit, format, pair count, bytes and every partition with
+        its priority and key range (hex). The count of an overlapping version is computed
+        once per version and cached."""
         parts = []
-        for i, p in enumerate(self._entries):
-            parts.append({"path": p["path"], "count": p["count"], "bytes": p["size"],
-                          "min_key": p["min_key"], "max_key": p["max_key"], "priority": i})
+        for i, p in enumerate(self.manifest.partitions):
+            parts.append({"path": p.path, "count": p.count, "bytes": p.size,
+                          "min_key": None if p.min_key is None else p.min_key.hex(),
+                          "max_key": None if p.max_key is None else p.max_key.hex(),
+                          "priority": i})
         return {
             "uri": self.uri,
             "version": self.version,
             "commit_seq": self.commit["seq"],
-            "format_version": self.manifest["format_version"],
-            "routing": self.manifest["routing"],
+            "format_version": self.manifest.format_version,
+            "routing": self.manifest.routing,
             "disjoint": self._disjoint,
             "count": len(self),
-            "bytes": sum(p["size"] for p in self._entries),
+            "bytes": self.manifest.size,
             "partitions": parts,
-            "options": self.manifest.get("options", {}),
+            "options": dict(self.manifest.options),
         }
 
     def verify(self, progress=None) -> None:
-        """Check every checksum and key order; raises CorruptStoreError on the first bad file."""
-        for i in range(len(self._entries)):
-            self._partition(i).verify_all()
+        """Check every checksum and the key order of every partition file, one file at a time.
+
+        Args:
+            progress: called with each partition's entry after it was checked.
+
+        Raises:
+            CorruptStoreError: on the first bad file (named in the error).
+            ReaderClosedError: the reader was closed.
+        """
+        self._check_open()
+        for entry in self.manifest.partitions:
+            # Through the cache: files already open stay readable even if this version was
+            # garbage-collected since, and at most the open limit stays open.
+            self._partition(entry).verify_all()
             if progress:
-                progress(self._entries[i])
+                progress(entry)
 
     def close(self) -> None:
-        for r in self._readers:
-            if r is not None:
-                r.close()
-        self._readers = [None] * len(self._entries)
+        """Close every open partition file. Idempotent; later use raises ReaderClosedError."""
+        self.closed = True
+        self._cache.close()
         self._gets = [None] * len(self._order)
         self.__dict__.pop("get", None)
 
     def __enter__(self) -> "StoreReader":
+        self._check_open()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<StoreReader {self.uri} version={self.version} partitions={len(self._entries)}>"
+        state = " closed" if self.closed else ""
+        return (f"<StoreReader {self.uri} version={self.version} "
+                f"partitions={len(self.manifest.partitions)}{state}>")

@@ -8,7 +8,7 @@ from . import layout, versions
 from . import committer
 from .committer import Job
 from .config import Config
-from .errors import KvioError, StoreExistsError, StoreNotFoundError
+from .errors import InvalidArgumentError, KvioError, StoreExistsError, StoreNotFoundError
 from .fs import FileIO
 from .reader import StoreReader
 from .writer import StoreWriter
@@ -24,6 +24,8 @@ class KeyValueSystem:
         self.storage_options = dict(storage_options or {})
 
     def _io(self, uri: str) -> FileIO:
+        if not isinstance(uri, str) or not uri:
+            raise InvalidArgumentError(f"a store URI must be a non-empty string, got {uri!r}")
         return FileIO(uri, allow_non_atomic=self.conf.allow_non_atomic,
                       storage_options=self.storage_options)
 

@@ -24,7 +24,7 @@ from . import layout
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
                      NotAStoreError, StoreNotFoundError)
 from .format import envelope
-from .format import manifest as manifest_format
+from .format.manifest import Manifest
 from .fs import TMP_PREFIX, FileIO
 
 log = logging.getLogger(__name__)
@@ -93,18 +93,23 @@ def current_state_for_read(io: FileIO) -> StoreState:
     raise NotAStoreError("path is a file, not a kvio store directory", store=io.uri)
 
 
-def load_manifest(io: FileIO, version: str) -> dict[str, Any]:
+def load_manifest(io: FileIO, version: str) -> Manifest:
+    """The parsed manifest of ``version``.
+
+    Raises:
+        CorruptStoreError: the manifest is missing, damaged or names another version.
+    """
     rel = layout.manifest_path(version)
     try:
         blob = io.read_bytes(rel)
     except FileNotFoundError:
         raise CorruptStoreError(f"manifest of version {version} is missing", store=io.uri,
                                 file=io.path(rel)) from None
-    doc = manifest_format.decode(blob, store=io.uri, file=io.path(rel))
-    if doc.get("version") != version:
-        raise CorruptStoreError(f"manifest names version {doc.get('version')}, expected {version}",
+    manifest = Manifest.decode(blob, store=io.uri, file=io.path(rel))
+    if manifest.version != version:
+        raise CorruptStoreError(f"manifest names version {manifest.version}, expected {version}",
                                 store=io.uri, file=io.path(rel))
-    return doc
+    return manifest
 
 
 def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str | None = None,
@@ -239,7 +244,7 @@ def _tidy_version(io: FileIO, version: str) -> list[str]:
         manifest = load_manifest(io, version)
     except CorruptStoreError:
         return []
-    listed = {p["path"].split("/", 1)[0] for p in manifest["partitions"]} | {layout.MANIFEST}
+    listed = {p.path.split("/", 1)[0] for p in manifest.partitions} | {layout.MANIFEST}
     vdir = layout.version_dir(version)
     gone = []
     for name in io.listdir(vdir):

@@ -36,7 +36,7 @@ def _store(make_kvs, tmp_path, codec):
     write_store(kvs, uri, PAIRS)
     with kvs.open_store(uri) as reader:
         version = reader.version
-        parts = [os.path.join(uri, "_versions", version, p["path"]) for p in reader.manifest["partitions"]]
+        parts = [os.path.join(uri, "_versions", version, p.path) for p in reader.manifest.partitions]
     assert len(parts) >= 2
     return kvs, uri, parts
 
@@ -184,8 +184,8 @@ def test_partition_replaced_by_a_valid_file_of_another_store(damaged_store, tmp_
     twin = str(tmp_path / "twin")
     write_store(kvs, twin, [(k, v.upper()) for k, v in PAIRS])
     with kvs.open_store(twin) as reader:
-        entry = reader.manifest["partitions"][0]
-        foreign = os.path.join(twin, "_versions", reader.version, entry["path"])
+        entry = reader.manifest.partitions[0]
+        foreign = os.path.join(twin, "_versions", reader.version, entry.path)
     flipped = Flipped(parts[0])
     with open(foreign, "rb") as f:
         with flipped.replace(f.read()):

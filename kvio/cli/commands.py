@@ -104,7 +104,7 @@ def cmd_export(args, kvs: KeyValueSystem) -> int:
     fmt = _resolve_format(args, args.dest)
     with kvs.open_store(args.uri) as reader:
         bounded = args.start is not None or args.stop is not None or args.prefix is not None
-        total = None if bounded else reader.manifest.get("count")
+        total = None if bounded else reader.manifest.count
         with _progress(args, total=total, unit="pairs", desc="export") as bar, \
                 _open_output(args.dest) as handle:
             batches = reader.batches(args.start, args.stop, args.prefix)
@@ -123,13 +123,13 @@ def cmd_verify(args, kvs: KeyValueSystem) -> int:
         # Opening checks the manifest and (on local disk) every partition footer, so it is
         # part of the verification, not a precondition.
         with kvs.open_store(args.uri) as reader:
-            parts = reader.manifest["partitions"]
-            with _progress(args, total=sum(p["size"] for p in parts), unit="B", unit_scale=True,
+            parts = reader.manifest.partitions
+            with _progress(args, total=reader.manifest.size, unit="B", unit_scale=True,
                            desc="verify") as bar:
-                reader.verify(progress=lambda entry: bar.update(entry["size"]))
+                reader.verify(progress=lambda entry: bar.update(entry.size))
             result = {"ok": True, "uri": args.uri, "version": reader.version,
                       "partitions": len(parts), "pairs": len(reader),
-                      "bytes": sum(p["size"] for p in parts)}
+                      "bytes": reader.manifest.size}
     except CorruptStoreError as exc:
         bad = exc.file or args.uri
         if args.json:
@@ -148,7 +148,7 @@ def cmd_verify(args, kvs: KeyValueSystem) -> int:
 
 def cmd_diff(args, kvs: KeyValueSystem) -> int:
     with kvs.open_store(args.a) as ra, kvs.open_store(args.b) as rb:
-        with _progress(args, total=ra.manifest.get("count"), unit="pairs", desc="diff") as bar:
+        with _progress(args, total=ra.manifest.count, unit="pairs", desc="diff") as bar:
             equal, diffs, truncated = diff_cursors(_BatchCursor(ra.batches()),
                                                    _BatchCursor(rb.batches()),
                                                    args.max_diffs, bar.update)

@@ -103,7 +103,7 @@ def assert_clean(sc: faultlib.Scenario, uri: str) -> None:
     assert sorted(io.listdir()) == sorted([layout.COMMITS, layout.MARKER, layout.STAGING, layout.VERSIONS])
     for version in kept:
         manifest = versions.load_manifest(io, version)
-        listed = {p["path"] for p in manifest["partitions"]}
+        listed = {p.path for p in manifest.partitions}
         files = set()
         for top, _dirs, names in os.walk(os.path.join(uri, layout.version_dir(version))):
             for name in names:

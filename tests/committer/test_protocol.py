@@ -206,7 +206,7 @@ def test_empty_job_publishes_a_valid_empty_store(tmp_path):
         with KeyValueSystem().open_store(uri) as reader:
             reader.verify()
             assert len(reader) == 0 and list(reader.items()) == [] and reader.get(b"a") is None
-            assert reader.manifest["partitions"] == []
+            assert reader.manifest.partitions == ()
 
 
 def test_a_thousand_partitions_commit_quickly(uri):
@@ -224,7 +224,7 @@ def test_a_thousand_partitions_commit_quickly(uri):
     assert record["partitions"] == 1000
     assert elapsed < 20, f"committing 1,000 partitions took {elapsed:.1f} s"
     with KeyValueSystem().open_store(uri) as reader:
-        assert len(reader.manifest["partitions"]) == 1000 and len(reader) == 1000
+        assert len(reader.manifest.partitions) == 1000 and len(reader) == 1000
         assert reader[key(999)] == b"v999" and reader.get(key(1000)) is None
 
 
@@ -300,10 +300,10 @@ def test_mode_append_links_the_current_files_and_new_values_win(uri):
     # the old files are hard links, not copies
     old_manifest = versions.load_manifest(FileIO(uri), first)
     new_manifest = versions.load_manifest(FileIO(uri), record["version"])
-    old_inodes = {os.stat(os.path.join(uri, "_versions", first, p["path"])).st_ino
-                  for p in old_manifest["partitions"]}
-    carried = [p for p in new_manifest["partitions"] if p["path"].startswith(layout.CARRIED)]
-    assert {os.stat(os.path.join(uri, "_versions", record["version"], p["path"])).st_ino
+    old_inodes = {os.stat(os.path.join(uri, "_versions", first, p.path)).st_ino
+                  for p in old_manifest.partitions}
+    carried = [p for p in new_manifest.partitions if p.path.startswith(layout.CARRIED)]
+    assert {os.stat(os.path.join(uri, "_versions", record["version"], p.path)).st_ino
             for p in carried} == old_inodes
     write(kvs, uri, pairs(range(0, 10), b"three"), mode="append")  # an append of an append
     expected.update(pairs(range(0, 10), b"three"))

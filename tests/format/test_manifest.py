@@ -7,6 +7,7 @@ import pytest
 
 from kvio import CorruptStoreError, UnsupportedFormatError
 from kvio.format import envelope, manifest
+from kvio.format.manifest import Manifest, PartitionEntry
 from kvio.format.spec import checksum
 
 
@@ -62,46 +63,62 @@ def test_envelope_unknown_version_and_non_object_body():
             envelope.decode("KVIOTEST", b"KVIOTEST 1 %016x\n" % checksum(body) + body)
 
 
-def _part(path: str, lo: bytes | None, hi: bytes | None, count: int = 1) -> dict:
-    return {"path": path, "count": count, "min_key": lo.hex() if lo is not None else None,
-            "max_key": hi.hex() if hi is not None else None, "size": 100, "footer_checksum": "00" * 8}
+def _part(path: str, lo: bytes | None, hi: bytes | None, count: int = 1) -> PartitionEntry:
+    return PartitionEntry(path, count, lo, hi, 100, "00" * 8)
 
 
 def test_build_detects_disjoint_ranges_in_unsigned_order():
-    disjoint = manifest.build("v", [_part("a/1", b"\x00", b"\x7f"), _part("a/2", b"\x80", b"\xff")], {})
-    assert disjoint["disjoint"] is True and disjoint["count"] == 2
-    touching = manifest.build("v", [_part("a/1", b"a", b"m"), _part("a/2", b"m", b"z")], {})
-    assert touching["disjoint"] is False and touching["count"] is None
-    nested = manifest.build("v", [_part("a/1", b"a", b"z"), _part("a/2", b"b", b"c")], {})
-    assert nested["disjoint"] is False
+    disjoint = Manifest.build("v", [_part("a/1", b"\x00", b"\x7f"), _part("a/2", b"\x80", b"\xff")], {})
+    assert disjoint.disjoint is True and disjoint.count == 2
+    touching = Manifest.build("v", [_part("a/1", b"a", b"m"), _part("a/2", b"m", b"z")], {})
+    assert touching.disjoint is False and touching.count is None
+    nested = Manifest.build("v", [_part("a/1", b"a", b"z"), _part("a/2", b"b", b"c")], {})
+    assert nested.disjoint is False
     # ranges are compared as a whole, not in listed order; empty partitions do not count
-    listed_backwards = manifest.build("v", [_part("a/2", b"n", b"z"), _part("a/1", b"a", b"m"),
+    listed_backwards = Manifest.build("v", [_part("a/2", b"n", b"z"), _part("a/1", b"a", b"m"),
                                             _part("a/3", None, None, count=0)], {})
-    assert listed_backwards["disjoint"] is True
-    assert [p["path"] for p in listed_backwards["partitions"]] == ["a/2", "a/1", "a/3"]  # priority kept
-    assert manifest.build("v", [], {})["disjoint"] is True
-    assert manifest.build("v", [_part("a/1", b"a", b"z")], {}, count=5)["count"] == 5
+    assert listed_backwards.disjoint is True
+    assert [p.path for p in listed_backwards.partitions] == ["a/2", "a/1", "a/3"]  # priority kept
+    assert Manifest.build("v", [], {}).disjoint is True
+    assert Manifest.build("v", [_part("a/1", b"a", b"z")], {}, count=5).count == 5
 
 
 def test_manifest_round_trip():
-    doc = manifest.build("v1", [_part("t/p.kvp", b"a", b"b")], {"compression": "none"})
-    assert manifest.decode(manifest.encode(doc)) == doc
+    built = Manifest.build("v1", [_part("t/p.kvp", b"a", b"b")], {"compression": "none"})
+    assert Manifest.decode(built.encode()) == built
+
+
+def _raw(built: Manifest) -> dict:
+    return built.to_json()
+
+
+def _encode(doc: dict) -> bytes:
+    return envelope.encode(manifest.KIND, doc)
 
 
 @pytest.mark.parametrize("change", [
     {"path": "../escape.kvp"}, {"path": "/abs.kvp"}, {"path": "a/b/c.kvp"}, {"count": "3"},
-    {"size": None}, {"min_key": "zz"}, {"footer_checksum": 5},
+    {"size": None}, {"min_key": "zz"}, {"footer_checksum": 5}, {"min_key": "6A"},
+    {"min_key": "7a"}, {"count": True}, {"count": -1}, {"path": "a/../b.kvp"},
 ])
 def test_manifest_with_bad_partition_entries_is_corrupt(change):
-    doc = manifest.build("v1", [_part("t/p.kvp", b"a", b"b")], {})
+    doc = _raw(Manifest.build("v1", [_part("t/p.kvp", b"a", b"b")], {}))
     doc["partitions"][0].update(change)
     with pytest.raises(CorruptStoreError, match="malformed"):
-        manifest.decode(manifest.encode(doc), store="s", file="m.kvm")
+        Manifest.decode(_encode(doc), store="s", file="m.kvm")
 
 
 def test_manifest_missing_fields_is_corrupt():
-    for field in ("partitions", "disjoint"):
-        doc = manifest.build("v1", [], {})
+    for field in ("partitions", "disjoint", "version"):
+        doc = _raw(Manifest.build("v1", [], {}))
         del doc[field]
         with pytest.raises(CorruptStoreError):
-            manifest.decode(manifest.encode(doc))
+            Manifest.decode(_encode(doc))
+
+
+def test_manifest_claiming_disjoint_with_overlapping_ranges_is_corrupt():
+    doc = _raw(Manifest.build("v1", [_part("t/1.kvp", b"a", b"m"), _part("t/2.kvp", b"c", b"z")], {}))
+    assert doc["disjoint"] is False
+    doc["disjoint"] = True  # a reader trusting it would binary-search and miss keys
+    with pytest.raises(CorruptStoreError, match="overlap"):
+        Manifest.decode(_encode(doc))

@@ -54,9 +54,9 @@ def assert_disjoint_ranges(uri: str) -> dict:
     """The manifest says disjoint, and key ranges really are in order without overlap."""
     with KeyValueSystem().open_store(str(uri)) as reader:
         manifest = reader.manifest
-    parts = [p for p in manifest["partitions"] if p["count"]]
-    ranges = sorted((bytes.fromhex(p["min_key"]), bytes.fromhex(p["max_key"])) for p in parts)
-    assert manifest["disjoint"]
+    parts = [p for p in manifest.partitions if p.count]
+    ranges = sorted((p.min_key, p.max_key) for p in parts)
+    assert manifest.disjoint
     assert all(prev[1] < cur[0] for prev, cur in zip(ranges, ranges[1:]))
     return manifest
 
