@@ -16,6 +16,7 @@ with one Arrow ``take`` over the map.
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Sequence
@@ -28,8 +29,8 @@ import xxhash
 from ..byteslike import as_bytes
 from ..errors import CorruptStoreError, UnsupportedFormatError
 from .source import Source
-from .spec import (HEADER, INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS, PARTITION_MAGIC,
-                   SUPPORTED_VERSIONS, TRAILER, checksum, pad8)
+from .spec import (CODECS, HEADER, INDEX_ALIGN, INDEX_HASH, INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS,
+                   KNOWN_FLAGS, PARTITION_MAGIC, SUPPORTED_VERSIONS, TRAILER, align, checksum, pad8)
 
 _xxh = xxhash.xxh3_64_intdigest
 SCHEMA = pa.schema([pa.field("key", pa.large_binary(), nullable=False),
@@ -38,6 +39,7 @@ _PAGE_WORDS = INDEX_PAGE_BYTES // 8
 #: below this many keys get_many loops over get (numpy set-up costs more than it saves)
 _VECTOR_MIN = 32
 _BYTES_TYPE = {bytes}
+_LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})*")
 
 
 def as_key(obj: Any) -> bytes:
@@ -133,17 +135,26 @@ class PartitionReader:
         trailer = self.source.read_bytes(size - TRAILER.size, TRAILER.size)
         if len(head) != HEADER.size or len(trailer) != TRAILER.size:  # remote: size is the manifest's
             raise self._corrupt(f"file is shorter than its recorded size of {size} bytes")
-        magic, version, _ = HEADER.unpack(head)
+        magic, version, flags = HEADER.unpack(head)
         if magic != PARTITION_MAGIC:
             raise self._corrupt("bad magic number in header (not a kvio partition file)")
+        f_off, f_len, f_sum, t_version, t_flags, t_sum, t_magic = TRAILER.unpack(trailer)
+        if t_magic != PARTITION_MAGIC or checksum(trailer[:32]) != t_sum:
+            raise self._corrupt("trailer is damaged (magic or trailer checksum mismatch)")
+        # The header has no checksum of its own: it is protected by agreeing with the
+        # checksummed trailer. Only when both agree is an unknown version or flag a newer
+        # writer rather than damage (docs/FORMAT.md §3.1, §8).
+        if (version, flags) != (t_version, t_flags):
+            raise self._corrupt(f"header (format version {version}, flags {flags:#x}) "
+                                f"disagrees with the trailer (format version {t_version}, "
+                                f"flags {t_flags:#x})")
         if version not in SUPPORTED_VERSIONS:
             raise UnsupportedFormatError(f"partition format version {version} not supported",
                                          store=self.store, file=self.name)
-        f_off, f_len, f_sum, t_version, _flags, t_sum, t_magic = TRAILER.unpack(trailer)
-        if t_magic != PARTITION_MAGIC or checksum(trailer[:32]) != t_sum:
-            raise self._corrupt("trailer is damaged (magic or trailer checksum mismatch)")
-        if t_version != version:
-            raise self._corrupt("header and trailer disagree on the format version")
+        if flags & ~KNOWN_FLAGS[version]:
+            raise UnsupportedFormatError(f"partition uses flags {flags:#x} that format version "
+                                         f"{version} does not define", store=self.store,
+                                         file=self.name)
         if f_off + f_len + TRAILER.size != size:
             raise self._corrupt("footer position does not match the file size")
         if expected is not None and expected.get("footer_checksum") is not None \
@@ -156,19 +167,25 @@ class PartitionReader:
         try:
             meta = json.loads(footer[8:8 + meta_len])
             nb, np_ = meta["blocks"], meta["index"]["pages"]
+            fk_bytes = meta["first_key_bytes"]
+            if not all(type(n) is int and n >= 0 for n in (nb, np_, fk_bytes)):
+                raise ValueError("blocks, pages and first_key_bytes must be integers >= 0")
             pos = 8 + pad8(meta_len)
             counts = [nb, nb, nb, nb, nb + 1, nb + 1, np_]
             arrays = np.frombuffer(footer, dtype="<u8", count=sum(counts), offset=pos)
             pos += 8 * sum(counts)
-            first_key_data = footer[pos:pos + meta["first_key_bytes"]]
+            first_key_data = footer[pos:pos + fk_bytes]
+            if pos + pad8(fk_bytes) != f_len:
+                raise ValueError(f"footer is {f_len} bytes, its fields need {pos + pad8(fk_bytes)}")
         except (ValueError, KeyError, TypeError) as exc:
             raise self._corrupt(f"footer cannot be parsed: {exc}") from None
         parts, start = [], 0
         for c in counts:
-            parts.append(arrays[start:start + c].tolist())
+            parts.append(arrays[start:start + c])
             start += c
+        self._check_meta(meta, version, parts[4], parts[5], fk_bytes, f_off)
         (self._block_offset, self._block_stored, self._block_raw, self._block_checksum,
-         self._first_rows, fk_offsets, self._page_checksums) = parts
+         self._first_rows, fk_offsets, self._page_checksums) = [a.tolist() for a in parts]
         self.first_keys = [first_key_data[fk_offsets[i]:fk_offsets[i + 1]] for i in range(nb)]
         self.meta = meta
         self.codec = meta["codec"]
@@ -182,15 +199,50 @@ class PartitionReader:
         self.index_pages = np_
         self.footer_checksum = f"{f_sum:016x}"
         self.size = size
-        if self._first_rows[-1] != self.count or index["total_slots"] != np_ * INDEX_PAGE_SLOTS:
-            raise self._corrupt("footer is inconsistent (row or slot counts)")
-        if self._index_offset % 8 or self._index_offset + np_ * INDEX_PAGE_BYTES > f_off \
-                or not 0 < self._home_slots <= index["total_slots"]:
-            raise self._corrupt("footer is inconsistent (hash index position or size)")
+        if nb and self.first_keys[0] != self.min_key:
+            raise self._corrupt("footer is inconsistent (first key of block 0 is not min_key)")
         if expected is not None:
             for field in ("count", "min_key", "max_key"):
                 if field in expected and expected[field] != meta[field]:
                     raise self._corrupt(f"{field} in the file ({meta[field]}) differs from the manifest ({expected[field]})")
+
+    def _check_meta(self, meta: dict, version: int, first_rows: np.ndarray, fk_offsets: np.ndarray,
+                    fk_bytes: int, footer_offset: int) -> None:
+        """The footer's fields against each other and the rules of docs/FORMAT.md §3.5: the
+        footer checksum only says the writer wrote these bytes, not that it wrote them right."""
+        index = meta.get("index")
+        if meta.get("format_version") != version:
+            raise self._corrupt(f"footer says format version {meta.get('format_version')}, "
+                                f"header and trailer say {version}")
+        if meta.get("codec") not in CODECS:
+            raise UnsupportedFormatError(f"unknown block codec {meta.get('codec')!r}",
+                                         store=self.store, file=self.name)
+        if not isinstance(index, dict) or index.get("hash") != INDEX_HASH:
+            raise UnsupportedFormatError(f"unknown index hash {index and index.get('hash')!r}",
+                                         store=self.store, file=self.name)
+        count, nb, np_ = meta.get("count"), meta["blocks"], index["pages"]
+        if type(count) is not int or count < 0:
+            raise self._corrupt(f"footer count {count!r} is not an integer >= 0")
+        keys = (meta.get("min_key"), meta.get("max_key"))
+        if count == 0:
+            if nb or keys != (None, None):
+                raise self._corrupt("footer is inconsistent (no rows, but blocks or key range)")
+        elif not nb or not all(isinstance(k, str) and _LOWER_HEX.fullmatch(k) for k in keys):
+            raise self._corrupt("footer is inconsistent (rows, but no blocks or min_key/max_key "
+                                "not lowercase hex)")
+        rows = np.diff(first_rows.astype(np.int64))
+        if first_rows[0] != 0 or int(first_rows[-1]) != count or (rows <= 0).any():
+            raise self._corrupt("footer is inconsistent (block first rows)")
+        if fk_offsets[0] != 0 or int(fk_offsets[-1]) != fk_bytes \
+                or (np.diff(fk_offsets.astype(np.int64)) < 0).any():
+            raise self._corrupt("footer is inconsistent (first key offsets)")
+        offset, home, total = index.get("offset"), index.get("home_slots"), index.get("total_slots")
+        if not all(type(n) is int for n in (offset, home, total)) \
+                or total != np_ * INDEX_PAGE_SLOTS or not 0 < home < total:
+            raise self._corrupt("footer is inconsistent (hash index slot counts)")
+        if offset < INDEX_ALIGN or offset % INDEX_ALIGN \
+                or offset + np_ * INDEX_PAGE_BYTES != footer_offset:
+            raise self._corrupt("footer is inconsistent (hash index position)")
 
     # ---- verified pieces -----------------------------------------------------------------
     def _check_open(self) -> None:
@@ -582,7 +634,13 @@ class PartitionReader:
                 return
 
     def verify_all(self) -> None:
-        """Check every index page and block checksum and the key order (for `kvio verify`)."""
+        """Check every byte of the file (for ``kvio verify``): every index page and block
+        checksum, the key order, and the layout and zero padding between the blocks.
+
+        Raises:
+            CorruptStoreError: naming this file, at the first problem found.
+        """
+        self._verify_layout()
         for p in range(self.index_pages):
             start = self._index_offset + p * INDEX_PAGE_BYTES
             page = self.source.read(start, INDEX_PAGE_BYTES)
@@ -607,6 +665,27 @@ class PartitionReader:
             previous = self.key_at(blk, blk.n - 1)
         if self.count and (self.first_keys[0] != self.min_key or previous != self.max_key):
             raise self._corrupt("min/max keys in the footer differ from the data")
+
+    def _verify_layout(self) -> None:
+        """Blocks lie back to back from the header on, each followed by zero padding to 8 bytes,
+        then zero padding up to the 4 KiB aligned index (docs/FORMAT.md §3.2). These padding
+        bytes are the only ones no checksum covers; readers never use them, verify checks them
+        so that no byte of a file escapes verification."""
+        pos, gaps = HEADER.size, []
+        for b in range(self.block_count):
+            off, end = self._block_offset[b], self._block_offset[b] + self._block_stored[b]
+            if off != pos:
+                raise self._corrupt(f"block {b} starts at offset {off}, the layout puts it "
+                                    f"at {pos}")
+            gaps.append((end, pad8(end)))
+            pos = pad8(end)
+        if self._index_offset != align(pos, INDEX_ALIGN):
+            raise self._corrupt(f"hash index starts at offset {self._index_offset}, the layout "
+                                f"puts it at {align(pos, INDEX_ALIGN)}")
+        gaps.append((pos, self._index_offset))
+        for lo, hi in gaps:
+            if hi > lo and bytes(self.source.read(lo, hi - lo)) != bytes(hi - lo):
+                raise self._corrupt(f"padding bytes {lo}..{hi - 1} are not zero")
 
     def close(self) -> None:
         if self.closed:

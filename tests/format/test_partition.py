@@ -3,6 +3,7 @@ detection of damaged bytes."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -262,9 +263,11 @@ def test_every_flipped_byte_is_detected_or_harmless(codec):
         damaged[pos] ^= 0x20 if pos % 2 else 0xFF
         if _all_reads_correct_or_corrupt(bytes(damaged), keys, values):
             detected_regions.add(region.split(" ")[0])
-        elif region != "padding":
-            # Only the header's flags word is not checked; everything else must be noticed.
-            assert region == "header" and 12 <= pos < 16, (region, pos)
+        else:
+            # Only padding can be harmless to reads, and verify_all still notices it.
+            assert region == "padding", (region, pos)
+            with pytest.raises(CorruptStoreError, match="padding"):
+                PartitionReader(BufferSource(bytes(damaged))).verify_all()
     assert detected_regions >= {"header", "block", "index", "footer", "trailer"}
 
 
@@ -292,12 +295,54 @@ def test_manifest_expectations_are_checked():
             PartitionReader(BufferSource(data), expected={**info, **change})
 
 
+def _rewrite_header_and_trailer(data: bytes, version: int | None = None, flags: int | None = None,
+                                header: bool = True, trailer: bool = True) -> bytes:
+    """``data`` with a new version and/or flags in the header and/or the trailer (the trailer's
+    checksum recomputed, as a writer of that version would)."""
+    out = bytearray(data)
+    magic, h_version, h_flags = HEADER.unpack_from(out, 0)
+    if header:
+        HEADER.pack_into(out, 0, magic, h_version if version is None else version,
+                         h_flags if flags is None else flags)
+    if trailer:
+        t = list(TRAILER.unpack_from(out, len(out) - TRAILER.size))
+        t[3] = t[3] if version is None else version
+        t[4] = t[4] if flags is None else flags
+        head = TRAILER.pack(*t)[:32]
+        TRAILER.pack_into(out, len(out) - TRAILER.size, *t[:5], checksum(head), t[6])
+    return bytes(out)
+
+
 def test_unknown_format_version():
+    """A newer writer's file (header and checksummed trailer agree) is unsupported; a header
+    that disagrees with the trailer is damage, whatever it says (docs/FORMAT.md §3.1)."""
     keys, values = make_pairs(20, seed=6)
-    data = bytearray(write_partition(keys, values)[0])
-    data[8:12] = (2).to_bytes(4, "little")
-    with pytest.raises(UnsupportedFormatError, match="version 2"):
-        PartitionReader(BufferSource(bytes(data), name="future.kvp"))
+    data = write_partition(keys, values)[0]
+    future = _rewrite_header_and_trailer(data, version=2)
+    with pytest.raises(UnsupportedFormatError, match="version 2") as exc:
+        PartitionReader(BufferSource(future, name="future.kvp"))
+    assert exc.value.file == "future.kvp"
+    for damaged in (_rewrite_header_and_trailer(data, version=2, trailer=False),
+                    _rewrite_header_and_trailer(future, version=1, trailer=False)):
+        with pytest.raises(CorruptStoreError, match="disagrees with the trailer") as exc:
+            PartitionReader(BufferSource(damaged, name="damaged.kvp"))
+        assert not isinstance(exc.value, UnsupportedFormatError) and exc.value.file == "damaged.kvp"
+
+
+@pytest.mark.parametrize("flags", [1, 0x100, 0x80000000])
+def test_flags_are_checked(flags):
+    """Version 1 defines no flag: set in both places it is a newer writer's file; set in the
+    header only (which no checksum covers) it is damage. Failed before: both were read."""
+    keys, values = make_pairs(20, seed=6)
+    data, info = write_partition(keys, values)
+    with pytest.raises(UnsupportedFormatError, match="flags") as exc:
+        PartitionReader(BufferSource(_rewrite_header_and_trailer(data, flags=flags), name="f.kvp"))
+    assert exc.value.file == "f.kvp"
+    for damaged in (_rewrite_header_and_trailer(data, flags=flags, trailer=False),
+                    _rewrite_header_and_trailer(data, flags=flags, header=False)):
+        with pytest.raises(CorruptStoreError) as exc:
+            PartitionReader(BufferSource(damaged, name="f.kvp"), expected=info)
+        assert not isinstance(exc.value, UnsupportedFormatError) and exc.value.file == "f.kvp"
 
 
 def test_not_a_partition_file():
@@ -315,3 +360,68 @@ def test_verify_all_finds_a_damaged_block_a_lookup_did_not_touch():
     assert reader.get(keys[0]) == values[0]  # the first block is intact
     with pytest.raises(CorruptStoreError, match="block"):
         reader.verify_all()
+
+
+def _with_meta(data: bytes, **changes) -> bytes:
+    """``data`` with footer meta fields changed, footer and trailer checksums recomputed (a
+    writer that wrote these values): the footer checksum alone does not make a footer valid."""
+    f_off, f_len, _, version, flags, _, magic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    footer = data[f_off:f_off + f_len]
+    meta_len = int.from_bytes(footer[:8], "little")
+    meta = json.loads(footer[8:8 + meta_len])
+    for name, value in changes.items():
+        if name.startswith("index_"):
+            meta["index"][name[6:]] = value
+        else:
+            meta[name] = value
+    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    footer = (len(meta_bytes).to_bytes(8, "little") + meta_bytes + bytes(pad8(len(meta_bytes))
+              - len(meta_bytes)) + footer[8 + pad8(meta_len):])
+    head = TRAILER.pack(f_off, len(footer), checksum(footer), version, flags, 0, magic)[:32]
+    return data[:f_off] + footer + TRAILER.pack(f_off, len(footer), checksum(footer), version,
+                                                 flags, checksum(head), magic)
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"format_version": 2}, CorruptStoreError),           # footer disagrees with header/trailer
+    ({"codec": "snappy"}, UnsupportedFormatError),
+    ({"index_hash": "murmur3"}, UnsupportedFormatError),
+    ({"min_key": "UPPER"}, CorruptStoreError),             # not lowercase hex
+    ({"count": 0}, CorruptStoreError),                     # rows in blocks, none in count
+    ({"min_key": None}, CorruptStoreError),
+    ({"index_home_slots": 0}, CorruptStoreError),
+    ({"index_offset": 8192 + 4096}, CorruptStoreError),    # index must end where the footer starts
+    ({"blocks": "3"}, CorruptStoreError),
+])
+def test_footer_fields_follow_the_spec(changes, error):
+    """Each rule of FORMAT.md §3.5 that a footer with a valid checksum can still break; the
+    format version, codec, hash, hex-case and index-position rules were not checked before."""
+    keys = [b"%03d" % i for i in range(100)]
+    data, _ = write_partition(keys, keys)
+    PartitionReader(BufferSource(_with_meta(data)))  # the rewrite itself keeps a valid file
+    if "min_key" in changes and changes["min_key"] == "UPPER":
+        changes["min_key"] = keys[0].hex().upper() + "AB"
+    with pytest.raises(error) as exc:
+        PartitionReader(BufferSource(_with_meta(data, **changes), name="meta.kvp"))
+    assert exc.value.file == "meta.kvp"
+    if error is CorruptStoreError:
+        assert not isinstance(exc.value, UnsupportedFormatError)
+
+
+def test_verify_all_checks_block_layout_and_padding():
+    """Padding between blocks and before the index is covered by no checksum: reads ignore it,
+    verify_all checks it is zero (before: never checked)."""
+    keys, values = make_pairs(100, seed=9)
+    data, _ = write_partition(keys, values, codec="zstd", block_rows=7)  # stored lengths vary
+    layout = parse_partition(data)
+    gap = next(b for b in range(layout.meta["blocks"])
+               if (layout.block_offset[b] + layout.block_stored[b]) % 8)
+    end = layout.block_offset[gap] + layout.block_stored[gap]
+    for pos in (end, layout.index_offset - 1):
+        damaged = bytearray(data)
+        damaged[pos] = 1
+        reader = PartitionReader(BufferSource(bytes(damaged), name="pad.kvp"))
+        assert [reader.get(k) for k in keys] == values  # reads never look at padding
+        with pytest.raises(CorruptStoreError, match="padding") as exc:
+            reader.verify_all()
+        assert exc.value.file == "pad.kvp"
