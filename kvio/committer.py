@@ -34,8 +34,8 @@ from typing import Any, Iterable, Sequence
 
 from . import layout, versions
 from .config import Config
-from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, KvioError,
-                     StoreExistsError, StoreNotFoundError)
+from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, InvalidArgumentError,
+                     KvioError, StoreExistsError, StoreNotFoundError)
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import RangeSource
@@ -413,11 +413,36 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
     """Publish a new version with the contents of an older retained one (default: the newest
     one before the current). The files are hard-linked (copied off local disk), so the old
     version directory is never referenced again and garbage collection never races a rollback.
-    The commit record has ``op="rollback"`` and ``source`` = the version restored."""
+
+    Args:
+        uri: the store.
+        version: the retained version to restore; None for the newest one before the current.
+        conf: setting overrides (``kvio.*``).
+        storage_options: passed to fsspec.
+
+    Returns:
+        The new commit record: ``op="rollback"`` and ``source`` = the version restored.
+
+    Raises:
+        InvalidArgumentError: ``version`` is the current version, or the current version is
+            already a rollback to it (restoring it would only push older versions out of
+            retention).
+        StoreNotFoundError: ``version`` is not retained; KvioError: no earlier version is.
+        ConcurrentCommitError: another process published meanwhile (nothing published).
+    """
     cfg = Config(conf)
     io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
     state = versions.current_state_for_read(io)
     present = versions.available_versions(io)
+    # Restoring what is already current would publish a copy of it, and retention would then
+    # collect the only older version the user could still go back to.
+    if version is not None and version == state.version:
+        raise InvalidArgumentError(f"version {version} is already the current version (commit "
+                                   f"{state.seq}); nothing to roll back", store=uri)
+    if version is not None and state.commit.get("source") == version:
+        raise InvalidArgumentError(f"the current version {state.version} (commit {state.seq}) is "
+                                   f"already a rollback to version {version}; nothing to roll back",
+                                   store=uri)
     if version is None:
         earlier = [d["version"] for d in versions.history(io)[:-1]
                    if d.get("version") and d["version"] != state.version and d["version"] in present]

@@ -14,6 +14,7 @@ tags), so no step of any job can replace a file another job or attempt wrote.
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -23,6 +24,8 @@ VERSIONS = "_versions"
 STAGING = "_staging"
 MANIFEST = "manifest.kvm"
 COMMIT_SUFFIX = ".commit"
+_COMMIT_NAME = re.compile(r"([0-9]{10})\.commit")
+_VERSION_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def new_job_id() -> str:
@@ -34,9 +37,31 @@ def commit_name(seq: int) -> str:
 
 
 def parse_commit_name(name: str) -> int | None:
-    if name.endswith(COMMIT_SUFFIX) and name[:-len(COMMIT_SUFFIX)].isdigit():
-        return int(name[:-len(COMMIT_SUFFIX)])
-    return None
+    """The sequence number of a commit record's file name, or None for any other name.
+
+    Args:
+        name: a file name in ``_commits/``.
+
+    Returns:
+        The number for exactly ten ASCII digits and ``.commit`` (what :func:`commit_name`
+        writes); None for everything else (temporary files, other names), which readers ignore
+        (docs/FORMAT.md §1.3).
+    """
+    match = _COMMIT_NAME.fullmatch(name)
+    return int(match[1]) if match else None
+
+
+def is_version_name(name: object) -> bool:
+    """Whether ``name`` can name a version directory: one path component, no ``.``/``..``.
+
+    Args:
+        name: a version id read from a commit record.
+
+    Returns:
+        True when it is safe to join under ``_versions/``.
+    """
+    return isinstance(name, str) and _VERSION_NAME.fullmatch(name) is not None \
+        and name not in (".", "..")
 
 
 def version_dir(version: str) -> str:

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import keyranges, partitions
+from . import keyranges, layout, partitions
 from .byteslike import as_bytes
 from .config import Config
-from .errors import ReaderClosedError
+from .errors import CorruptStoreError, ReaderClosedError
+from .format import marker
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, PartitionReader
 from .fs import FileIO
@@ -362,6 +363,14 @@ class StoreReader(Mapping):
             ReaderClosedError: the reader was closed.
         """
         self._check_open()
+        # The marker is the one store file that opening does not read (docs/FORMAT.md §1.2).
+        marker_file = self.io.path(layout.MARKER)
+        try:
+            blob = self.io.read_bytes(layout.MARKER)
+        except FileNotFoundError:
+            raise CorruptStoreError("store marker is missing", store=self.uri,
+                                    file=marker_file) from None
+        marker.check(blob, store=self.uri, file=marker_file)
         for entry in self.manifest.partitions:
             # Through the cache: files already open stay readable even if this version was
             # garbage-collected since, and at most the open limit stays open.

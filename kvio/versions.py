@@ -23,7 +23,7 @@ from typing import Any
 from . import layout
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
                      NotAStoreError, StoreNotFoundError)
-from .format import envelope
+from .format import envelope, marker
 from .format.manifest import Manifest
 from .fs import TMP_PREFIX, FileIO
 
@@ -53,7 +53,16 @@ def commit_seqs(io: FileIO) -> list[int]:
 
 def read_commit(io: FileIO, seq: int) -> dict[str, Any]:
     rel = layout.commit_name(seq)
-    return envelope.decode(COMMIT_KIND, io.read_bytes(rel), store=io.uri, file=io.path(rel))
+    doc = envelope.decode(COMMIT_KIND, io.read_bytes(rel), store=io.uri, file=io.path(rel))
+    # Readers order records by name but trust the body: a record copied or renamed to another
+    # number must not pass (docs/FORMAT.md §1.3).
+    if type(doc.get("seq")) is not int or doc["seq"] != seq:
+        raise CorruptStoreError(f"commit record says seq {doc.get('seq')!r}, its file name says "
+                                f"{seq}", store=io.uri, file=io.path(rel))
+    if doc.get("version") is not None and not layout.is_version_name(doc["version"]):
+        raise CorruptStoreError(f"commit record names an invalid version {doc['version']!r}",
+                                store=io.uri, file=io.path(rel))
+    return doc
 
 
 def read_state(io: FileIO) -> StoreState:
@@ -66,7 +75,7 @@ def read_state(io: FileIO) -> StoreState:
 def ensure_marker(io: FileIO) -> None:
     if not io.exists(layout.MARKER):
         try:
-            io.write_new_file(layout.MARKER, envelope.encode(MARKER_KIND, {"format": "kvio-store"}))
+            io.write_new_file(layout.MARKER, marker.encode())
         except FileExistsError:
             pass  # another job created it first: same content
 

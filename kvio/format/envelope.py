@@ -1,37 +1,67 @@
 """Checksummed JSON documents (manifests, commit records, the store marker).
 
 A document is one ASCII header line ``<KIND> <format version> <xxh3-64 hex of body>\\n``
-followed by the UTF-8 JSON body. Any flipped byte breaks the header, the checksum or both.
+followed by the UTF-8 JSON body (docs/FORMAT.md §2). Any flipped byte breaks the header, the
+checksum or both.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..errors import CorruptStoreError, UnsupportedFormatError
-from .spec import SUPPORTED_VERSIONS, FORMAT_VERSION, checksum
+from .spec import FORMAT_VERSION, SUPPORTED_VERSIONS, checksum
+
+#: The header line exactly as writers write it: no sign, no leading zero, lowercase hex.
+_HEADER = re.compile(rb"([A-Z]+) ([1-9][0-9]{0,9}) ([0-9a-f]{16})")
 
 
 def encode(kind: str, body: dict[str, Any]) -> bytes:
+    """The bytes of a document.
+
+    Args:
+        kind: the document kind (``KVIOSTORE``, ``KVIOCOMMIT``, ``KVIOMANIFEST``).
+        body: a JSON-able object; written with sorted keys and no whitespace.
+
+    Returns:
+        Header line and body.
+    """
     data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return f"{kind} {FORMAT_VERSION} {checksum(data):016x}\n".encode() + data
 
 
-def decode(kind: str, blob: bytes, *, store: str | None = None, file: str | None = None) -> dict[str, Any]:
+def decode(kind: str, blob: bytes, *, store: str | None = None,
+           file: str | None = None) -> dict[str, Any]:
+    """Check and parse a document, in the order docs/FORMAT.md §2 gives.
+
+    Args:
+        kind: the kind the caller expects.
+        blob: the file's bytes.
+        store: the store URI, for error messages.
+        file: the file's path, for error messages.
+
+    Returns:
+        The body.
+
+    Raises:
+        CorruptStoreError: a malformed header line, another kind, a checksum mismatch, or a
+            body that is not a JSON object.
+        UnsupportedFormatError: a format version this kvio does not read.
+    """
     head, sep, body = blob.partition(b"\n")
-    parts = head.split(b" ")
-    if not sep or len(parts) != 3 or parts[0] != kind.encode():
-        raise CorruptStoreError(f"not a {kind} document (bad header line)", store=store, file=file)
-    try:
-        version = int(parts[1])
-        expected = int(parts[2], 16)
-    except ValueError:
-        raise CorruptStoreError(f"bad {kind} header line {head[:80]!r}", store=store, file=file) from None
+    match = _HEADER.fullmatch(head) if sep else None
+    if match is None:
+        raise CorruptStoreError(f"bad {kind} header line {head[:80]!r}", store=store, file=file)
+    if match[1] != kind.encode():
+        raise CorruptStoreError(f"not a {kind} document (header says {match[1][:20].decode()})",
+                                store=store, file=file)
+    version = int(match[2])
     if version not in SUPPORTED_VERSIONS:
-        raise UnsupportedFormatError(
-            f"{kind} format version {version} is not supported (this kvio reads {sorted(SUPPORTED_VERSIONS)})",
-            store=store, file=file)
-    if checksum(body) != expected:
+        raise UnsupportedFormatError(f"{kind} format version {version} is not supported (this "
+                                     f"kvio reads {sorted(SUPPORTED_VERSIONS)})",
+                                     store=store, file=file)
+    if checksum(body) != int(match[3], 16):
         raise CorruptStoreError(f"{kind} checksum mismatch", store=store, file=file)
     try:
         doc = json.loads(body)

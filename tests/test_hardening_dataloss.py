@@ -1,0 +1,59 @@
+"""Regression tests of issue 10's data-loss items: each one was a way for a careless (or
+hostile) call to destroy or hide data. Real stores on real temporary directories."""
+from __future__ import annotations
+
+import pytest
+
+from kvio import KeyValueSystem
+from kvio.cli import main
+from kvio.errors import InvalidArgumentError
+
+
+def write(kvs: KeyValueSystem, uri, pairs: dict[bytes, bytes], mode: str = "error") -> None:
+    with kvs.create_store(str(uri), mode=mode) as writer:
+        for key in sorted(pairs):
+            writer.put(key, pairs[key])
+
+
+def content(uri) -> dict[bytes, bytes]:
+    with KeyValueSystem().open_store(str(uri)) as reader:
+        return dict(reader.items())
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- item 3: rollback to the current version ---------------------------------------------------
+def test_rollback_to_the_current_version_is_refused_and_keeps_the_older_one(tmp_path, capsys):
+    kvs, uri = KeyValueSystem(), str(tmp_path / "s")
+    write(kvs, uri, {b"a": b"v1"})
+    write(kvs, uri, {b"a": b"v2"}, mode="overwrite")
+    v1, v2 = [h["version"] for h in kvs.versions(uri)]
+    with pytest.raises(InvalidArgumentError, match=f"{v2} is already the current version"):
+        kvs.rollback(uri, v2)
+    code, out, err = run(capsys, "rollback", uri, v2)
+    assert (code, out) == (1, "")
+    assert err.startswith("kvio: error: version ") and "already the current version" in err
+    assert uri in err
+    history = kvs.versions(uri)
+    assert [h["version"] for h in history] == [v1, v2]  # nothing published
+    assert [h["available"] for h in history] == [True, True]  # v1 was not collected
+    assert kvs.rollback(uri)["source"] == v1  # and can still be restored
+    assert content(uri) == {b"a": b"v1"}
+
+
+def test_rollback_to_the_version_the_current_one_restored_is_refused(tmp_path):
+    kvs, uri = KeyValueSystem(), str(tmp_path / "s")
+    write(kvs, uri, {b"a": b"v1"})
+    write(kvs, uri, {b"a": b"v2"}, mode="overwrite")
+    v1, v2 = [h["version"] for h in kvs.versions(uri)]
+    kvs.rollback(uri)  # current = a copy of v1; retained: v2 and the copy
+    with pytest.raises(InvalidArgumentError, match=f"already a rollback to version {v1}"):
+        kvs.rollback(uri, v1)
+    history = kvs.versions(uri)
+    assert len(history) == 3 and history[1]["version"] == v2 and history[1]["available"]
+    kvs.rollback(uri, v2)
+    assert content(uri) == {b"a": b"v2"}
