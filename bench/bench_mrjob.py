@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store, files, payload = make_data(work, records, args.value_bytes, args.parts)
         with KeyValueSystem().open_store(store) as reader:
-            store_parts = len(reader.manifest["partitions"])
+            store_parts = len(reader.manifest.partitions)
         times: dict[str, list[float]] = {"CloneStore (kvio -> kvio)": [], "identity-json (mrjob)": []}
         for _ in range(reps):  # interleaved, so both see the same machine load
             times["CloneStore (kvio -> kvio)"].append(run_clone(store, os.path.join(work, "dst.kv"), args.parts, args.runner))

@@ -29,10 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import keyranges
+from .config import Config
 from .errors import InvalidArgumentError
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, PartitionReader
+from .fs import FileIO
 from .keyranges import Range
+from .partitions import PartitionCache
 
 #: opens (or returns the open) reader of a partition entry of the planned version
 OpenEntry = Callable[[PartitionEntry], PartitionReader]
@@ -297,6 +300,32 @@ def read_split(open_entry: OpenEntry, split: Split,
     """Batches of every piece of ``split`` (see :func:`read_piece`), in key order."""
     for piece in split.pieces:
         yield from read_piece(open_entry, piece, ranges)
+
+
+def read_version_split(io: FileIO, version: str, split: Split, conf: Config,
+                       ranges: Sequence[Range] = keyranges.ALL) -> Iterator[pa.RecordBatch]:
+    """What a task on another machine runs: open the partitions ``split`` needs (at most
+    ``kvio.read.open.partitions`` at once), yield its batches, close them.
+
+    Args:
+        io: the store's file I/O.
+        version: the planned version.
+        split: the split to read.
+        conf: settings (verification, caching).
+        ranges: normalized key ranges to keep.
+
+    Yields:
+        Record batches in key order, each key once with its winning value.
+
+    Raises:
+        CorruptStoreError: a file is missing (e.g. the version was garbage-collected while the
+            job ran) or fails its checksums.
+    """
+    cache = PartitionCache(io, version, conf)
+    try:
+        yield from read_split(cache.get, split, ranges)
+    finally:
+        cache.close()
 
 
 def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:

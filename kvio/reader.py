@@ -27,7 +27,7 @@ from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, PartitionReader
 from .fs import FileIO
 from .keyranges import Range, prefix_successor
-from .plan import ReadPlanner, read_split
+from .plan import ReadPlanner, Split, read_split
 
 __all__ = ["StoreReader", "prefix_successor"]
 
@@ -271,6 +271,28 @@ class StoreReader(Mapping):
         self._check_open()
         for split in self.planner.splits(ranges, self.conf.merge_bytes, self._partition):
             yield from read_split(self._partition, split, ranges)
+
+    def plan(self, ranges: list[Range] | None = None, split_bytes: int | None = None,
+             min_splits: int = 1) -> list[Split]:
+        """Splits of this version for parallel readers (Spark tasks, mrjob map tasks), read
+        with :func:`kvio.plan.read_version_split`.
+
+        Args:
+            ranges: normalized key ranges (default: every key).
+            split_bytes: target bytes per split (default ``kvio.read.merge.bytes``).
+            min_splits: cut into at least about this many splits when the data allows.
+
+        Returns:
+            The splits, in key order; they never share a key.
+
+        Raises:
+            InvalidArgumentError: ``split_bytes`` or ``min_splits`` is below 1.
+            ReaderClosedError: the reader was closed.
+        """
+        self._check_open()
+        return self.planner.splits(keyranges.ALL if ranges is None else ranges,
+                                   self.conf.merge_bytes if split_bytes is None else split_bytes,
+                                   self._partition, min_splits)
 
     def batches(self, start=None, stop=None, prefix=None) -> Iterator[pa.RecordBatch]:
         """Arrow record batches (``key``, ``value``: large_binary) of the pairs in key order.

@@ -32,7 +32,6 @@ import codecs
 import json
 import logging
 import os
-import posixpath
 import shutil
 import sys
 import tempfile
@@ -54,11 +53,10 @@ import kvio
 import mr_jobs
 from kvio import layout, versions
 from kvio.committer import Job, JobContext, TaskAttempt
-from kvio.config import parse_size
+from kvio.config import Config, parse_size
 from kvio.errors import CommitError, KeyOrderError, KvioError
-from kvio.format.partition_reader import PartitionReader
-from kvio.format.source import BufferSource, RangeSource
 from kvio.fs import FileIO
+from kvio.plan import read_version_split
 from kvio.system import KeyValueSystem
 from kvio.writer import SortedPairWriter
 
@@ -227,51 +225,38 @@ class KVStoreJob(MRJob):
             yield route(key), (key, value)
 
     # ---- task side: map -------------------------------------------------------------------
-    def _open_split(self, input_path: str, input_uri: str) -> tuple[InputSplit, PartitionReader]:
+    def _split_batches(self, input_path: str, input_uri: str) -> Iterator[pa.RecordBatch]:
+        """The batches of this map task's split, read through the core planner's reader (so
+        a merged or appended store yields each key once, with its winning value)."""
         ctx = self._context()
-        if input_path.endswith(SPLIT_SUFFIX):
-            with open(input_path) as handle:
-                split = InputSplit.from_json(json.load(handle))
-            io = FileIO(split.store, allow_non_atomic=True, storage_options=ctx.storage_options)
-            rel = posixpath.join(layout.version_dir(split.version), split.entry["path"])
-            if io.is_local:
-                source = BufferSource.map_file(io.local_path(rel))
-            else:
-                source = RangeSource(lambda o, n: io.read_range(rel, o, n), split.entry["size"],
-                                     io.path(rel))
-        else:
-            name = posixpath.basename(input_uri.rstrip("/"))
-            found = self._plan().split(name)  # type: ignore[union-attr]
-            if found is None:
-                raise KvioError(f"input {input_uri} is not a partition of this job's plan")
-            split = found
-            source = BufferSource.map_file(input_path)
-        return split, PartitionReader(source, store=split.store, expected=split.entry)
+        if not input_path.endswith(SPLIT_SUFFIX):
+            raise KvioError(f"input {input_uri} is not a kvio split file of this job (store "
+                            "inputs reach map tasks as .kvsplit files written by the driver)")
+        split = InputSplit.load(input_path)
+        conf = Config(ctx.conf)
+        io = FileIO(split.store, allow_non_atomic=True, storage_options=ctx.storage_options)
+        return read_version_split(io, split.version, split.split, conf)
 
     def _kv_map_store(self, input_path: str, input_uri: str):
-        split, part = self._open_split(input_path, input_uri)
         route = self._router()
         identity = not _overrides(self, "mapper_kv", KVStoreJob)
         mapper = self.mapper_kv
         encode = RoutedPairProtocol.encode_many
         read = 0
-        try:
-            for batch in part.iter_batches(blocks=split.blocks):
-                keys = batch.column(0).to_pylist()
-                values = batch.column(1).to_pylist()
-                read += len(keys)
-                if not identity:
-                    out_keys: list = []
-                    out_values: list = []
-                    for key, value in zip(keys, values):
-                        for out_key, out_value in mapper(key, value) or ():
-                            out_keys.append(out_key)
-                            out_values.append(out_value)
-                    keys, values = self._require_bytes(out_keys, out_values)
-                if keys:  # one block of lines per input block: one write instead of one per pair
-                    yield None, encode([route(k) for k in keys], keys, values)
-        finally:
-            part.close()
+        for batch in self._split_batches(input_path, input_uri):
+            keys = batch.column(0).to_pylist()
+            values = batch.column(1).to_pylist()
+            read += len(keys)
+            if not identity:
+                out_keys: list = []
+                out_values: list = []
+                for key, value in zip(keys, values):
+                    for out_key, out_value in mapper(key, value) or ():
+                        out_keys.append(out_key)
+                        out_values.append(out_value)
+                keys, values = self._require_bytes(out_keys, out_values)
+            if keys:  # one block of lines per input block: one write instead of one per pair
+                yield None, encode([route(k) for k in keys], keys, values)
         self.increment_counter(COUNTER_GROUP, "pairs read", read)
 
     def _require_bytes(self, keys: list, values: list) -> tuple[list[bytes], list[bytes]]:
@@ -436,7 +421,7 @@ class KVStoreJob(MRJob):
         if job.ctx.skip:
             return {"store": dest, "skipped": True, "seconds": time.monotonic() - started}
         try:
-            plan = Plan(job.ctx.to_json(), "store" if store_input else "text", points, splits)
+            plan = Plan(job.ctx.to_json(), "store" if store_input else "text", points)
             plan.write(os.path.join(scratch, PLAN_NAME))
             self._kv_plan = plan
             self._kv_driving = True
@@ -447,7 +432,11 @@ class KVStoreJob(MRJob):
                 written = 0
             else:
                 messages, written = self._run_and_collect(plan)
-            record = job.commit(messages)
+            # Output partitions that received no pairs have no reducer and so no message (an
+            # aggregating job often fills only a few of the default ranges): number the tasks
+            # that wrote something 0..n-1, in key order, as the committer expects.
+            record = job.commit([{**m, "task_id": i} for i, m in
+                                 enumerate(sorted(messages, key=lambda m: m["task_id"]))])
         except BaseException as exc:
             unknown = isinstance(exc, CommitError) and exc.landed is None
             if not job.committed and not unknown:

@@ -1,36 +1,37 @@
 """Driver-side planning of a kvio MapReduce job: input splits, output routing, the plan file.
 
-Input: a store URI expands to the partition files its manifest lists (never a directory
-listing). A partition becomes one map task; a partition larger than the split size becomes
-several, each a block range described by a small ``.kvsplit`` file (JSON) that the map task
-reads instead of the partition itself. Both kinds reach the mapper through mrjob's
-``mapper_raw``, so partition bytes never pass through line-oriented input.
+Input: each input store's current version is planned by the core's one read planner
+(:meth:`kvio.reader.StoreReader.plan`, the same that the reader, the Spark source and the CLI
+use). Every split becomes one map task, described by a small ``.kvsplit`` file (JSON: store,
+version, the split's pieces) that the task reads through :func:`kvio.plan.read_version_split`.
+Overlapping partitions (merged or appended stores) are merged inside their piece, so a mapper
+sees each key once, with the value of the latest partition — never a superseded value.
 
 Routing: output partition ``i`` holds the keys in ``[split_points[i-1], split_points[i])``
 (unsigned byte order). The split points are quantiles of the input's block first keys, so
 ranges are disjoint, roughly equal in bytes, and the same on every runner. Routing is a binary
 search: no hash, nothing salted, nothing that depends on the runner.
 
-The plan file (JSON) carries the committer's JobContext, the split points and the input
-splits to every task; mrjob uploads it with the job (``--kvio-plan``).
+The plan file (JSON) carries the committer's JobContext and the split points to every task;
+mrjob uploads it with the job (``--kvio-plan``).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import posixpath
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from kvio import layout
-from kvio.errors import KvioError
+from kvio.errors import InvalidArgumentError, KvioError
+from kvio.plan import Split
 from kvio.reader import StoreReader
 from kvio.system import KeyValueSystem
 
 PLAN_FORMAT = "kvio-mr-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+SPLIT_FORMAT = "kvio-mr-split-v2"
 SPLIT_SUFFIX = ".kvsplit"
 #: read real keys (not only block first keys) for split points when the input is this small
 _SAMPLE_ALL_BYTES = 256 << 20
@@ -77,22 +78,46 @@ def choose_split_points(keys: Iterable[bytes], num_partitions: int) -> list[byte
 
 @dataclass
 class InputSplit:
-    """One map task's input: a whole partition file, or a block range of one."""
-    name: str                     # basename mrjob sees (unique within the job)
-    path: str                     # local path or URI handed to mrjob as input
+    """One map task's input: a split of one store version, planned by the core planner.
+
+    Attributes:
+        name: the split file's basename (unique within the job).
+        path: where the split file was written (the input path mrjob sees).
+        store: the store's URI.
+        version: the version planned (tasks read exactly this version).
+        split: the pieces to read.
+    """
+    name: str
+    path: str
     store: str
     version: str
-    entry: dict[str, Any]         # the partition's manifest entry (validated when opened)
-    blocks: tuple[int, int] | None = None
+    split: Split
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "store": self.store, "version": self.version,
-                "entry": self.entry, "blocks": list(self.blocks) if self.blocks else None}
+        """The split file's content."""
+        return {"format": SPLIT_FORMAT, "name": self.name, "store": self.store,
+                "version": self.version, "split": self.split.to_json()}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], path: str = "") -> "InputSplit":
-        blocks = tuple(doc["blocks"]) if doc.get("blocks") else None
-        return cls(doc["name"], path, doc["store"], doc["version"], doc["entry"], blocks)  # type: ignore[arg-type]
+        """Parse a split file's content.
+
+        Raises:
+            KvioError: not a kvio split file of this version.
+        """
+        if not isinstance(doc, dict) or doc.get("format") != SPLIT_FORMAT:
+            raise KvioError(f"{path or 'input'} is not a kvio {SPLIT_FORMAT} split file (driver "
+                            "and tasks run different kvio versions?)")
+        return cls(doc["name"], path, doc["store"], doc["version"], Split.from_json(doc["split"]))
+
+    @classmethod
+    def load(cls, path: str) -> "InputSplit":
+        """Read a split file written by the driver."""
+        try:
+            with open(path) as handle:
+                return cls.from_json(json.load(handle), path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KvioError(f"cannot read the input split {path}: {exc}") from None
 
 
 @dataclass
@@ -101,72 +126,74 @@ class ExpandedStores:
     candidate_keys: list[bytes] = field(default_factory=list)
     partitions: int = 0           # non-empty input partitions
     bytes: int = 0
-    count: int = 0
-
-
-def _partition_uri(reader: StoreReader, entry: dict[str, Any]) -> str:
-    rel = posixpath.join(layout.version_dir(reader.version), entry["path"])
-    path = reader.io.path(rel)
-    return path if reader.io.is_local else reader.io.fs.unstrip_protocol(path)
 
 
 def expand_stores(uris: Sequence[str], kvs: KeyValueSystem, split_dir: str,
                   split_size: int, num_partitions_hint: int | None) -> ExpandedStores:
-    """Partition files (or block-range split files written into ``split_dir``) of the current
-    version of each store, plus candidate keys for the split points."""
+    """Plan the current version of each store into split files written to ``split_dir``, and
+    gather candidate keys for the output split points.
+
+    Args:
+        uris: input store URIs.
+        kvs: settings and storage options.
+        split_dir: where split files are written (uploaded with the job by mrjob).
+        split_size: target bytes per map task.
+        num_partitions_hint: the number of output partitions wanted, if known.
+
+    Returns:
+        The splits and candidate keys.
+
+    Raises:
+        KvioError: a store cannot be read, or an argument is wrong.
+    """
+    if split_size < 1:
+        raise InvalidArgumentError(f"--split-size must be at least 1 byte, got {split_size}")
     out = ExpandedStores()
-    readers: list[tuple[StoreReader, list]] = []
-    for uri in uris:
-        reader = kvs.open_store(uri)
-        live = [(entry, part) for entry, part in zip(reader.manifest["partitions"],
-                                                     reader.partition_readers()) if entry["count"]]
-        readers.append((reader, live))
-        out.partitions += len(live)
-    wanted = num_partitions_hint or out.partitions
-    # Block first keys are the candidates (blocks are about equal in bytes); a huge partition
-    # contributes a stride of them so that the driver's memory stays bounded.
-    per_partition = max(64, math.ceil(64 * wanted / max(1, out.partitions)))
-    for reader, live in readers:
-        for entry, part in live:
-            out.bytes += entry["size"]
-            out.count += entry["count"]
-            stride = max(1, part.block_count // per_partition)
-            out.candidate_keys.extend(part.first_keys[::stride])
-            uri_of_file = _partition_uri(reader, entry)
-            base = posixpath.basename(entry["path"])
-            pieces = min(part.block_count, max(1, math.ceil(entry["size"] / split_size)))
-            if pieces <= 1:
-                out.splits.append(InputSplit(base, uri_of_file, reader.uri, reader.version, entry))
-                continue
-            for j in range(pieces):
-                lo, hi = part.block_count * j // pieces, part.block_count * (j + 1) // pieces
-                split = InputSplit(f"{base}.b{lo}-{hi}{SPLIT_SUFFIX}", "", reader.uri,
-                                   reader.version, entry, (lo, hi))
-                split.path = os.path.join(split_dir, split.name)
-                with open(split.path, "w") as handle:
-                    json.dump({**split.to_json(), "file": uri_of_file}, handle)
-                out.splits.append(split)
-    # Few blocks for the partitions asked for: take real keys (cheap for a small input).
-    if len(set(out.candidate_keys)) < 4 * wanted and out.bytes <= _SAMPLE_ALL_BYTES:
-        for _, live in readers:
-            for _, part in live:
-                for batch in part.iter_batches():
+    readers: list[StoreReader] = []
+    try:
+        for uri in uris:
+            reader = kvs.open_store(uri)
+            readers.append(reader)
+            out.partitions += len(reader.manifest.live())
+        wanted = num_partitions_hint or out.partitions
+        # Block first keys are the candidates (blocks are about equal in bytes); a huge
+        # partition contributes a stride of them so that the driver's memory stays bounded.
+        per_partition = max(64, math.ceil(64 * wanted / max(1, out.partitions)))
+        for n, reader in enumerate(readers):
+            out.bytes += reader.manifest.size
+            for part in reader.partition_readers():
+                stride = max(1, part.block_count // per_partition)
+                out.candidate_keys.extend(part.first_keys[::stride])
+            for i, split in enumerate(reader.plan(split_bytes=split_size)):
+                name = f"store{n:03d}-split{i:05d}{SPLIT_SUFFIX}"
+                item = InputSplit(name, os.path.join(split_dir, name), reader.uri, reader.version, split)
+                with open(item.path, "w") as handle:
+                    json.dump(item.to_json(), handle)
+                out.splits.append(item)
+        # Few blocks for the partitions asked for: take real keys (cheap for a small input).
+        if len(set(out.candidate_keys)) < 4 * wanted and out.bytes <= _SAMPLE_ALL_BYTES:
+            for reader in readers:
+                for batch in reader.batches():
                     out.candidate_keys.extend(batch.column(0).to_pylist())
-    for reader, _ in readers:
-        reader.close()
-    names = [s.name for s in out.splits]
-    if len(names) != len(set(names)):
-        raise KvioError("two input partitions have the same file name; give each store once")
+    finally:
+        for reader in readers:
+            reader.close()
     return out
 
 
 def read_split_points_file(path: str) -> list[bytes]:
-    """One hex-encoded key per line (blank lines ignored)."""
-    with open(path) as handle:
-        try:
+    """One hex-encoded key per line (blank lines ignored).
+
+    Raises:
+        KvioError: the file cannot be read or holds something that is not hex.
+    """
+    try:
+        with open(path) as handle:
             return sorted({bytes.fromhex(line.strip()) for line in handle if line.strip()})
-        except ValueError as exc:
-            raise KvioError(f"split points file {path} must hold one hex key per line: {exc}") from None
+    except OSError as exc:
+        raise KvioError(f"cannot read the split points file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise KvioError(f"split points file {path} must hold one hex key per line: {exc}") from None
 
 
 @dataclass
@@ -174,23 +201,15 @@ class Plan:
     context: dict[str, Any]
     input_kind: str                       # "store" or "text"
     split_points: list[bytes]
-    splits: list[InputSplit] = field(default_factory=list)
     path: str | None = None               # where the plan file was written (driver only)
 
     @property
     def num_partitions(self) -> int:
         return len(self.split_points) + 1
 
-    def split(self, name: str) -> InputSplit | None:
-        for s in self.splits:
-            if s.name == name:
-                return s
-        return None
-
     def to_json(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "format_version": PLAN_VERSION, "context": self.context,
-                "input": self.input_kind, "split_points": [p.hex() for p in self.split_points],
-                "splits": [s.to_json() for s in self.splits if s.blocks is None]}
+                "input": self.input_kind, "split_points": [p.hex() for p in self.split_points]}
 
     def write(self, path: str) -> None:
         with open(path, "w") as handle:
@@ -208,4 +227,4 @@ class Plan:
             raise KvioError(f"{path} is not a kvio MapReduce plan of version {PLAN_VERSION} "
                             "(driver and tasks run different kvio versions?)")
         return cls(doc["context"], doc["input"], [bytes.fromhex(p) for p in doc["split_points"]],
-                   [InputSplit.from_json(s) for s in doc["splits"]], path)
+                   path)

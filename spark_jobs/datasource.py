@@ -60,10 +60,13 @@ from kvio.errors import KvioError
 from kvio.fs import FileIO
 from kvio.system import KeyValueSystem
 
-from . import scan
+from kvio import keyranges
+from kvio.keyranges import ALL, NOTHING, Range
+from kvio.plan import Piece, Split, read_version_split
+
 from .commit import finish_job
-from .scan import ALL, NOTHING, Range
-from .sorting import DUPLICATES, write_task
+from .scan import OutputBatches
+from kvio.task_writer import DUPLICATES, write_task
 
 NAME = "kvstore"
 _TYPES: dict[str, DataType] = {"binary": BinaryType(), "string": StringType()}
@@ -111,7 +114,7 @@ class KvStoreSplit(InputPartition):
     version: str
     conf: dict[str, str]
     storage_options: dict[str, str]
-    pieces: list[scan.Piece]
+    pieces: tuple[Piece, ...]
     ranges: list[Range] = field(default_factory=lambda: list(ALL))
 
 
@@ -162,7 +165,7 @@ class KvStoreReader(DataSourceReader):
             if truth is None:
                 rest.append(f)
             else:
-                self.ranges = scan.intersect(self.ranges, truth[0])
+                self.ranges = keyranges.intersect(self.ranges, truth[0])
         return rest
 
     def _literal(self, value: Any) -> bytes | None:
@@ -178,7 +181,7 @@ class KvStoreReader(DataSourceReader):
             if inner is None:
                 return None
             true, null = inner
-            return scan.complement(scan.union(true, null)), null
+            return keyranges.complement(keyranges.union(true, null)), null
         if getattr(f, "attribute", None) != (self.key_name,):
             return None
         if isinstance(f, IsNull):
@@ -190,8 +193,8 @@ class KvStoreReader(DataSourceReader):
             keys = [self._literal(v) for v in values if v is not None]
             if any(k is None for k in keys):
                 return None
-            true = scan.normalize(r for k in keys for r in scan.point(k))
-            return true, (scan.complement(true) if len(keys) < len(values) else NOTHING)
+            true = keyranges.normalize(r for k in keys for r in keyranges.point(k))
+            return true, (keyranges.complement(true) if len(keys) < len(values) else NOTHING)
         if not isinstance(f, (EqualTo, EqualNullSafe, GreaterThan, GreaterThanOrEqual, LessThan,
                               LessThanOrEqual, StringStartsWith)):
             return None
@@ -201,33 +204,20 @@ class KvStoreReader(DataSourceReader):
         if key is None:
             return None
         if isinstance(f, (EqualTo, EqualNullSafe)):
-            return scan.point(key), NOTHING
+            return keyranges.point(key), NOTHING
         if isinstance(f, StringStartsWith):
-            return scan.prefix(key), NOTHING
+            return keyranges.prefix(key), NOTHING
         if isinstance(f, (GreaterThan, GreaterThanOrEqual)):
-            return scan.at_least(key, isinstance(f, GreaterThanOrEqual)), NOTHING
-        return scan.below(key, isinstance(f, LessThanOrEqual)), NOTHING
+            return keyranges.at_least(key, isinstance(f, GreaterThanOrEqual)), NOTHING
+        return keyranges.below(key, isinstance(f, LessThanOrEqual)), NOTHING
 
     # -- planning (driver) --
     def partitions(self) -> list[InputPartition]:
         if not self.ranges:
             return []
         kvs = KeyValueSystem(conf=self.conf, storage_options=self.storage_options)
-        store = kvs.open_store(self.uri, version=self.version)
-        opened: list = []
-
-        def open_entry(entry: dict):
-            reader = scan.open_partition(store.io, scan.version_file(store.version, entry), entry,
-                                         store.conf)
-            opened.append(reader)
-            return reader
-        try:
-            splits = scan.plan_splits(store.manifest, self.ranges, self.split_bytes, open_entry,
-                                      self.min_splits)
-        finally:
-            for reader in opened:
-                reader.close()
-            store.close()
+        with kvs.open_store(self.uri, version=self.version) as store:
+            splits = store.plan(self.ranges, self.split_bytes, self.min_splits)
         return [KvStoreSplit(self.uri, store.version, self.conf, self.storage_options,
                              s.pieces, self.ranges) for s in splits]
 
@@ -241,22 +231,8 @@ class KvStoreReader(DataSourceReader):
         conf = Config(split.conf)
         io = FileIO(split.uri, allow_non_atomic=conf.allow_non_atomic,
                     storage_options=split.storage_options)
-        readers: dict[str, Any] = {}
-
-        def reader_of(entry: dict):
-            if entry["path"] not in readers:
-                readers[entry["path"]] = scan.open_partition(
-                    io, scan.version_file(split.version, entry), entry, conf)
-            return readers[entry["path"]]
-
-        def pairs() -> Iterator[pa.RecordBatch]:
-            for piece in split.pieces:
-                yield from scan.read_piece([reader_of(e) for e in piece.entries], piece, split.ranges)
-        try:
-            yield from scan.OutputBatches(self.arrow_schema, split.uri, self.batch_bytes)(pairs())
-        finally:
-            for reader in readers.values():
-                reader.close()
+        batches = read_version_split(io, split.version, Split(split.pieces, 0), conf, split.ranges)
+        yield from OutputBatches(self.arrow_schema, split.uri, self.batch_bytes)(batches)
 
 
 def _check_read_schema(schema: StructType) -> list[StructField]:

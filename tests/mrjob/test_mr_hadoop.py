@@ -33,7 +33,7 @@ def test_clone_through_hadoop_streaming_shuffle(tmp_path, hadoop_standin):
     pairs = hostile_pairs(600, seed=21)
     build_store(tmp_path / "src", pairs, {"kvio.partition.size.max": "24KB"})
     with KeyValueSystem().open_store(str(tmp_path / "src")) as reader:
-        assert len(reader.manifest["partitions"]) == 2
+        assert len(reader.manifest.partitions) == 2
     # 5 output partitions over 2 reducers: reducers handle several partitions each, in hash
     # order, and the stand-in runs reducer 1 before reducer 0.
     result = run_kv_job(CloneStore, "hadoop", [tmp_path / "src"], tmp_path / "dst",

@@ -30,10 +30,10 @@ def test_clone_equals_source_with_hostile_bytes(hostile_store, tmp_path):
     result = run_kv_job(CloneStore, "inline", [src], tmp_path / "dst")
     assert store_items(tmp_path / "dst") == pairs
     with KeyValueSystem().open_store(str(src)) as reader:
-        source_partitions = len(reader.manifest["partitions"])
+        source_partitions = len(reader.manifest.partitions)
     assert source_partitions > 5
     manifest = assert_disjoint_ranges(tmp_path / "dst")
-    assert result["count"] == len(pairs) == manifest["count"]
+    assert result["count"] == len(pairs) == manifest.count
     assert result["output_partitions"] == source_partitions  # default: as many as the source
     assert store_files(tmp_path / "dst").count("_staging") == 1  # empty staging dir only
     assert not [f for f in store_files(tmp_path / "dst") if f.startswith("_staging/")]
@@ -49,9 +49,9 @@ def test_clone_into_other_partition_counts(hostile_store, tmp_path, partitions):
     manifest = assert_disjoint_ranges(dest)
     # Each partition file's keys lie inside one router range: ranges are the routing's.
     with KeyValueSystem().open_store(str(dest)) as reader:
-        files = {entry["path"]: entry for entry in reader.manifest["partitions"]}
-        assert len(files) == len(manifest["partitions"])
-    assert len({p["path"].split("/")[0] for p in manifest["partitions"]}) == partitions
+        files = {entry.path: entry for entry in reader.manifest.partitions}
+        assert len(files) == len(manifest.partitions)
+    assert len({p.path.split("/")[0] for p in manifest.partitions}) == partitions
 
 
 def test_big_partitions_are_read_as_block_ranges(tmp_path):
@@ -118,11 +118,11 @@ def test_reruns_converge(hostile_store, tmp_path, monkeypatch):
     monkeypatch.delenv("KVIO_TEST_FAIL_AT")
     first = run_kv_job(FailingReducer, "inline", [src], dest, "--output-partitions", "4")
     with KeyValueSystem().open_store(str(dest)) as reader:
-        ranges_1 = [(p["min_key"], p["max_key"], p["count"]) for p in reader.manifest["partitions"]]
+        ranges_1 = [(p.min_key, p.max_key, p.count) for p in reader.manifest.partitions]
     second = run_kv_job(FailingReducer, "inline", [src], dest, "--output-partitions", "4",
                         "--output-mode", "overwrite")
     with KeyValueSystem().open_store(str(dest)) as reader:
-        ranges_2 = [(p["min_key"], p["max_key"], p["count"]) for p in reader.manifest["partitions"]]
+        ranges_2 = [(p.min_key, p.max_key, p.count) for p in reader.manifest.partitions]
     assert second["version"] != first["version"] and second["seq"] == first["seq"] + 1
     assert ranges_1 == ranges_2  # same routing, same partitions
     assert store_items(dest) == pairs
@@ -158,7 +158,7 @@ def test_text_input_builds_a_store(tmp_path):
         b"brown": b"1", b"dog": b"1", b"end": b"1", b"fox": b"1", b"jumps": b"1", b"lazy": b"1",
         b"over": b"1", b"quick": b"1", b"the": b"3"}
     manifest = assert_disjoint_ranges(tmp_path / "counts")
-    assert len(manifest["partitions"]) == 3
+    assert len(manifest.partitions) == 3
 
 
 def test_text_input_needs_split_points_for_several_partitions(tmp_path):
@@ -175,7 +175,7 @@ def test_split_points_from_another_store(hostile_store, tmp_path):
     run_kv_job(CloneStore, "inline", [src], tmp_path / "b", "--split-points-from", str(tmp_path / "a"),
                "--output-partitions", "5")
     with KeyValueSystem().open_store(str(tmp_path / "b")) as reader:
-        assert len(reader.manifest["partitions"]) == 5
+        assert len(reader.manifest.partitions) == 5
     assert store_items(tmp_path / "b") == pairs
 
 
@@ -198,10 +198,10 @@ def test_router_matches_the_published_ranges(hostile_store, tmp_path):
     src, pairs = hostile_store
     run_kv_job(CloneStore, "inline", [src], tmp_path / "dst", "--output-partitions", "6")
     with KeyValueSystem().open_store(str(tmp_path / "dst")) as reader:
-        entries = reader.manifest["partitions"]
-        ids = sorted(int(e["path"].split("-")[1]) for e in entries)
+        entries = reader.manifest.partitions
+        ids = sorted(int(e.path.split("-")[1]) for e in entries)
         assert ids == list(range(6))  # attempt dirs are named by partition id
-        mins = sorted(bytes.fromhex(e["min_key"]) for e in entries)
+        mins = sorted(e.min_key for e in entries)
     router = Router(mins[1:])
     assert [router(m) for m in mins] == list(range(6))
 
@@ -211,3 +211,25 @@ def test_unsupported_hooks_are_refused(hostile_store, tmp_path):
     with pytest.raises(KvioError, match="reducer_final is not supported"):
         run_kv_job(WithReducerFinal, "inline", [src], tmp_path / "dst")
     assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("split_size", ["256MB", "2KB"])
+def test_merged_store_gives_mappers_each_key_once_with_its_winning_value(tmp_path, split_size):
+    """Issue 9's defect: map input ignored partition priority, so a merged store's mappers saw
+    superseded values (CloneStore failed on 'two values for one key', and an aggregating job
+    published wrong counts)."""
+    kvs = KeyValueSystem(conf={"kvio.partition.size.max": "4KB", "kvio.block.size": "256B"})
+    old = {b"k%04d" % i: b"old" for i in range(1000)}
+    new = {b"k%04d" % i: b"new" for i in range(0, 1000, 2)}
+    with kvs.create_store(str(tmp_path / "a")) as w:
+        w.put_many(sorted(old.items()))
+    with kvs.create_store(str(tmp_path / "b")) as w:
+        w.put_many(sorted(new.items()))
+    kvs.merge_store(str(tmp_path / "b"), str(tmp_path / "a"))
+    model = {**old, **new}
+    result = run_kv_job(CloneStore, "inline", [tmp_path / "a"], tmp_path / "c", "--split-size", split_size)
+    assert store_items(tmp_path / "c") == sorted(model.items())
+    assert result["count"] == 1000
+    # An aggregating job (count per value) must count each key's winning value once.
+    run_kv_job(MRCountryCounts, "inline", [tmp_path / "a"], tmp_path / "counts", "--split-size", split_size)
+    assert dict(store_items(tmp_path / "counts")) == {b"new": b"500", b"old": b"500"}
