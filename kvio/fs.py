@@ -107,6 +107,26 @@ class FileIO:
         """The OS path of a relative path (local filesystem only)."""
         return self.path(rel)
 
+    def same_root(self, other: "FileIO") -> bool:
+        """Whether two FileIOs address the same directory, however their URIs were spelled.
+
+        Args:
+            other: another FileIO.
+
+        Returns:
+            On local disk: the roots are the same file (relative paths, trailing slashes,
+            symlinks and bind mounts resolved). Elsewhere: the same filesystem class and the
+            same full URL of the root.
+        """
+        if self.is_local and other.is_local:
+            try:
+                return os.path.samefile(self.root, other.root)
+            except OSError:  # one of them does not exist
+                return os.path.realpath(self.root) == os.path.realpath(other.root)
+        if type(self.fs) is not type(other.fs):
+            return False
+        return bool(self.fs.unstrip_protocol(self.root) == other.fs.unstrip_protocol(other.root))
+
     @property
     def can_publish_atomically(self) -> bool:
         return self.capability in ATOMIC_CAPABILITIES

@@ -99,9 +99,31 @@ class KeyValueSystem:
     def merge_store(self, src: str, dst: str) -> dict:
         """Publish a new version of ``dst`` holding its partitions plus ``src``'s. On duplicate
         keys the value from ``src`` wins (src is the newer data). ``src`` is left unchanged.
-        Files are hard-linked on local disk and copied elsewhere."""
+        Files are hard-linked on local disk and copied elsewhere.
+
+        Args:
+            src: the store whose pairs are added (and win on equal keys).
+            dst: the store that gets the new version.
+
+        Returns:
+            The commit record of the new version of ``dst``.
+
+        Raises:
+            InvalidArgumentError: ``src`` and ``dst`` are the same store (under any spelling:
+                relative or absolute path, trailing slash, symlink) or byte copies of one
+                version; merging would only carry every partition twice.
+            KvioError: ``dst`` changed while merging (retry).
+        """
         src_reader = self.open_store(src)
         dst_reader = self.open_store(dst)
+        # Version ids are unique job ids, so an equal one means the same store reached another
+        # way (e.g. a second NameNode address) or a byte copy of it.
+        version = dst_reader.version
+        if src_reader.io.same_root(dst_reader.io) or src_reader.version == version:
+            src_reader.close()
+            dst_reader.close()
+            raise InvalidArgumentError(f"cannot merge a store into itself: {src} and {dst} are the "
+                                       f"same store (current version {version})", store=dst)
         job = Job.setup(dst, mode="overwrite", conf=self.conf_overrides,
                         storage_options=self.storage_options)
         if job.ctx.base_seq != dst_reader.commit["seq"]:

@@ -2,6 +2,9 @@
 hostile) call to destroy or hide data. Real stores on real temporary directories."""
 from __future__ import annotations
 
+import shutil
+import uuid
+
 import pytest
 
 from kvio import KeyValueSystem
@@ -57,3 +60,58 @@ def test_rollback_to_the_version_the_current_one_restored_is_refused(tmp_path):
     assert len(history) == 3 and history[1]["version"] == v2 and history[1]["available"]
     kvs.rollback(uri, v2)
     assert content(uri) == {b"a": b"v2"}
+
+
+# ---- item 5: merging a store into itself ---------------------------------------------------------
+def _partition_count(uri) -> int:
+    with KeyValueSystem().open_store(str(uri)) as reader:
+        return len(reader.info()["partitions"])
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "trailing-slash", "symlink",
+                                      "symlinked-parent", "byte-copy"])
+def test_merge_store_into_itself_is_refused_under_any_spelling(tmp_path, monkeypatch, spelling):
+    kvs = KeyValueSystem()
+    store = tmp_path / "data" / "s"
+    store.parent.mkdir()
+    write(kvs, store, {b"a": b"1", b"b": b"2"})
+    other = {
+        "same": str(store),
+        "relative": "data/s",
+        "trailing-slash": f"{store}/",
+        "symlink": str(tmp_path / "link"),
+        "symlinked-parent": str(tmp_path / "alias" / "s"),
+        "byte-copy": str(tmp_path / "copy"),
+    }[spelling]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(store)
+    (tmp_path / "alias").symlink_to(store.parent)
+    if spelling == "byte-copy":
+        shutil.copytree(store, other)
+    history = kvs.versions(str(store))
+    for src, dst in ((other, str(store)), (str(store), other)):
+        with pytest.raises(InvalidArgumentError, match="cannot merge a store into itself"):
+            kvs.merge_store(src, dst)
+    assert kvs.versions(str(store)) == history  # nothing published
+    assert _partition_count(store) == 1
+    assert content(store) == {b"a": b"1", b"b": b"2"}
+
+
+def test_merge_store_into_itself_on_the_memory_filesystem_is_refused():
+    kvs, uri = KeyValueSystem(), f"memory://kvio-tests/{uuid.uuid4().hex}/s"
+    try:
+        write(kvs, uri, {b"a": b"1"})
+        with pytest.raises(InvalidArgumentError, match="into itself"):
+            kvs.merge_store(uri + "/", uri)
+        assert _partition_count(uri) == 1
+    finally:
+        kvs.delete_store(uri)
+
+
+def test_merge_store_of_two_stores_still_merges(tmp_path):
+    kvs = KeyValueSystem()
+    write(kvs, tmp_path / "a", {b"a": b"1", b"b": b"old"})
+    write(kvs, tmp_path / "b", {b"b": b"new", b"c": b"3"})
+    kvs.merge_store(str(tmp_path / "b"), str(tmp_path / "a"))
+    assert content(tmp_path / "a") == {b"a": b"1", b"b": b"new", b"c": b"3"}
+    assert _partition_count(tmp_path / "a") == 2
