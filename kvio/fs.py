@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import re
 import threading
 import uuid
 from typing import IO, Any, Iterable
@@ -33,7 +34,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from .errors import UnsafeFilesystemError
+from .errors import InvalidArgumentError, UnsafeFilesystemError
 
 _MEMORY_LOCK = threading.Lock()
 _HDFS_NATIVE_PROTOCOLS = {"hdfs", "viewfs"}
@@ -43,6 +44,47 @@ MEMORY = "memory"
 HDFS_NOREPLACE = "hdfs-rename-noreplace"
 NONE = "none"
 ATOMIC_CAPABILITIES = frozenset({LOCAL, MEMORY, HDFS_NOREPLACE})
+
+
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def is_url(uri: str) -> bool:
+    """Whether a URI names its protocol explicitly (everything else is a plain local path).
+
+    Args:
+        uri: a store URI or file name as the user typed it.
+
+    Returns:
+        True for ``proto://...`` and for an fsspec chain whose first element is a protocol
+        fsspec knows (``simplecache::s3://bucket/key``). False otherwise: ``a::b`` is the local
+        path ``a::b``, not a chain, and ``a:b`` is the local path ``a:b``.
+    """
+    if _URL_SCHEME.match(uri):
+        return True
+    head, sep, _ = uri.partition("::")
+    return bool(sep) and head in fsspec.available_protocols()
+
+
+def filesystem_for(uri: str, storage_options: dict[str, Any] | None = None
+                   ) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and path a URI means. Only a URI with an explicit protocol (see
+    :func:`is_url`) goes through fsspec's URL parsing; fsspec would read a local path such as
+    ``data::v2`` as a chained URL and use ``./data:`` instead (so two stores would share one
+    directory, and deleting one would delete something else).
+
+    Args:
+        uri: a URL or a local path (relative paths are made absolute).
+        storage_options: passed to the filesystem (credentials, endpoints, client settings).
+
+    Returns:
+        (filesystem, path on that filesystem).
+    """
+    options = dict(storage_options or {})
+    if not is_url(uri):
+        return LocalFileSystem(**options), os.path.abspath(uri)
+    return url_to_fs(uri, **options)
 
 
 def _protocols(fs: Any) -> set[str]:
@@ -79,25 +121,34 @@ def detect_capability(fs: fsspec.AbstractFileSystem | type) -> tuple[str, str]:
 
 
 class FileIO:
-    """Filesystem operations for one store root. Paths passed in are relative to the root."""
+    """Filesystem operations for one store root. Paths passed in are relative to the root.
+
+    The URI is resolved by :func:`filesystem_for`: a plain local path means exactly that path.
+    Raises InvalidArgumentError for a root that fsspec's generic move and delete would expand
+    as a glob pattern (object stores, memory)."""
 
     def __init__(self, uri: str, *, allow_non_atomic: bool = False, storage_options: dict | None = None):
         self.uri = uri
-        if "://" not in uri and "::" not in uri:
-            uri = os.path.abspath(uri)
         options = dict(storage_options or {})
-        if uri.split("://", 1)[0] in _HDFS_NATIVE_PROTOCOLS:
+        if is_url(uri) and uri.split("://", 1)[0] in _HDFS_NATIVE_PROTOCOLS:
             # Keep hdfs-native clients out of fsspec's instance cache: at every fork fsspec
             # clears that cache in the child, and dropping a cached hdfs-native client there
             # hangs (seen with mrjob's local runner forking its task pool).
             options.setdefault("skip_instance_cache", True)
-        self.fs, root = url_to_fs(uri, **options)
+        self.fs, root = filesystem_for(uri, options)
         self.capability, self.capability_reason = detect_capability(self.fs)
         self.is_local = self.capability == LOCAL
         self.is_memory = self.capability == MEMORY
         self.atomic_rename = self.capability == HDFS_NOREPLACE
         self.root = root.rstrip("/") or "/"
         self.allow_non_atomic = allow_non_atomic
+        if not self.is_local and not self.atomic_rename and _GLOB_CHARS.search(self.root):
+            # fsspec's generic mv/rm/copy (memory, object stores) expand such a path as a
+            # pattern: deleting store "s*" would delete every store whose name starts with s.
+            raise InvalidArgumentError(
+                "the path contains a glob character (*, ? or [), which this filesystem's move "
+                "and delete would treat as a pattern matching other paths; use another name",
+                store=self.uri)
 
     # ---- paths -------------------------------------------------------------------------
     def path(self, *parts: str) -> str:

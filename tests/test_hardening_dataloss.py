@@ -10,6 +10,7 @@ import pytest
 from kvio import KeyValueSystem
 from kvio.cli import main
 from kvio.errors import InvalidArgumentError
+from kvio.fs import is_url
 
 
 def write(kvs: KeyValueSystem, uri, pairs: dict[bytes, bytes], mode: str = "error") -> None:
@@ -115,3 +116,46 @@ def test_merge_store_of_two_stores_still_merges(tmp_path):
     kvs.merge_store(str(tmp_path / "b"), str(tmp_path / "a"))
     assert content(tmp_path / "a") == {b"a": b"1", b"b": b"new", b"c": b"3"}
     assert _partition_count(tmp_path / "a") == 2
+
+
+# ---- item 2: "::" in a local path --------------------------------------------------------------
+@pytest.mark.parametrize("uri, explicit", [
+    ("a::b", False), ("/data/a::b", False), ("a:b", False), ("./memory::x", False),
+    ("relative/path", False), ("memory://x", True), ("file:///tmp/x", True),
+    ("hdfs://nn:8020/x::y", True), ("simplecache::memory://x", True),
+])
+def test_only_an_explicit_protocol_makes_a_url(uri, explicit):
+    assert is_url(uri) is explicit
+
+
+def test_a_local_path_with_double_colons_means_exactly_that_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    kvs = KeyValueSystem()
+    precious = tmp_path / "a:"  # what fsspec used to make of "a::b" and "a::file"
+    write(kvs, precious, {b"keep": b"me"})
+    (tmp_path / "in.tsv").write_text("k\tb\n")
+    assert run(capsys, "import", "in.tsv", "a::b", "--format", "tsv")[0] == 0
+    write(kvs, "a::c", {b"k": b"c"})
+    write(kvs, str(tmp_path / "a::c"), {b"k": b"c2"}, mode="overwrite")  # absolute: the same store
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a:", "a::b", "a::c", "in.tsv"]
+    assert content("a::b") == {b"k": b"b"} and content("a::c") == {b"k": b"c2"}
+    write(kvs, "a::file", {b"x": b"y"})
+    code, out, err = run(capsys, "rm", "a::file")
+    assert (code, err) == (0, "")
+    assert not (tmp_path / "a::file").exists()
+    assert content(precious) == {b"keep": b"me"}
+    assert content("a::b") == {b"k": b"b"}
+
+
+def test_a_glob_character_in_a_memory_store_path_is_refused():
+    kvs, base = KeyValueSystem(), f"memory://kvio-tests/{uuid.uuid4().hex}"
+    try:
+        write(kvs, f"{base}/ab", {b"a": b"1"})
+        for name in ("a[b]", "a*", "a?"):
+            with pytest.raises(InvalidArgumentError, match="glob character"):
+                kvs.delete_store(f"{base}/{name}")
+            with pytest.raises(InvalidArgumentError, match="glob character"):
+                kvs.create_store(f"{base}/{name}")
+        assert content(f"{base}/ab") == {b"a": b"1"}
+    finally:
+        kvs.delete_store(f"{base}/ab")
