@@ -75,9 +75,9 @@ def test_display_prints_clean_text_and_escapes_everything_else():
     assert display(b"", "auto") == ""
     assert display(b"\x00\xff", "hex") == "00ff"
     assert display(b"\x00\xff", "base64") == "AP8="
-    # JSON escapes control characters itself; only invalid UTF-8 needs escaping there.
-    assert display(b"a\tb", "auto", for_json=True) == "a\tb"
-    assert display(b"\xff", "auto", for_json=True) == "\\xff"
+    # The escape character itself is escaped: the text \xff and the byte 0xff differ.
+    assert display(b"\\xff", "auto") == "\\\\xff"
+    assert display(b"C:\\dir", "auto") == "C:\\\\dir"
 
 
 @settings(max_examples=200, deadline=None)
@@ -117,15 +117,62 @@ def test_run_kv_test_twice_in_a_row_as_a_real_command(tmp_path):
         assert not uri.exists()
 
 
-def test_run_kv_test_replaces_a_store_left_by_a_crashed_run(tmp_path, capsys):
+def _interrupt(*_args):
+    raise KeyboardInterrupt  # Ctrl-C: the run stops where it is, without its own cleanup
+
+
+def test_run_kv_test_replaces_a_store_left_by_an_interrupted_run(tmp_path, capsys, monkeypatch):
     uri = tmp_path / "leftover"
-    make_store(uri, {b"old": b"data"})  # a run that died before deleting its store
-    assert run(capsys, "run-kv-test", uri)[:2] == (0, "Passed the test!\n")
-    # A run that died while writing leaves a store with no published version.
-    writer = KeyValueSystem().create_store(str(uri))
-    writer.put(b"k", b"v")
+    # Interrupted after publishing, before deleting: a marked test store with one version.
+    with monkeypatch.context() as m:
+        m.setattr(cli.smoke, "_check_kv_test_store", _interrupt)
+        assert run(capsys, "run-kv-test", uri)[0] == 130
+    assert read_store(uri)[cli.smoke.kv_test_key(0)] == cli.smoke.kv_test_value(0)
     assert run(capsys, "run-kv-test", uri)[:2] == (0, "Passed the test!\n")
     assert not uri.exists()
+    # Interrupted while writing: a marked store with no published version.
+    with monkeypatch.context() as m:
+        m.setattr(cli.smoke, "kv_test_value", lambda i: _interrupt() if i == 5 else b"v")
+        assert run(capsys, "run-kv-test", uri)[0] == 130
+    assert (uri / cli.smoke.KV_TEST_MARKER).exists()
+    assert run(capsys, "run-kv-test", uri)[:2] == (0, "Passed the test!\n")
+    assert not uri.exists()
+
+
+def test_run_kv_test_never_touches_a_users_store(tmp_path, capsys):
+    uri = make_store(tmp_path / "users", {b"user1": b"Japan"})
+    with KeyValueSystem().create_store(uri, mode="append") as writer:
+        writer.put(b"user2", b"USA")
+    before = sorted((p.relative_to(uri), p.stat().st_ino) for p in Path(uri).rglob("*"))
+    code, out, err = run(capsys, "run-kv-test", uri)
+    assert (code, out) == (1, "")
+    assert err.startswith("kvio: error: run-kv-test refuses to use this path: it holds a kvio "
+                          "store that run-kv-test did not write") and uri in err
+    assert "Traceback" not in err
+    assert sorted((p.relative_to(uri), p.stat().st_ino) for p in Path(uri).rglob("*")) == before
+    assert read_store(uri) == {b"user1": b"Japan", b"user2": b"USA"}
+
+
+def test_run_kv_test_never_touches_a_test_store_someone_else_wrote_into(tmp_path, capsys,
+                                                                         monkeypatch):
+    uri = tmp_path / "kv-test"
+    with monkeypatch.context() as m:
+        m.setattr(cli.smoke, "_check_kv_test_store", _interrupt)
+        assert run(capsys, "run-kv-test", uri)[0] == 130
+    with KeyValueSystem().create_store(str(uri), mode="append") as writer:
+        writer.put(b"\xff", b"someone's data")
+    code, _, err = run(capsys, "run-kv-test", uri)
+    assert code == 1 and "refuses to use this path" in err
+    assert read_store(uri)[b"\xff"] == b"someone's data"
+    # A marked store with a file of someone else's in it is not the test's either.
+    kvs = KeyValueSystem()
+    kvs.delete_store(str(uri))
+    with monkeypatch.context() as m:
+        m.setattr(cli.smoke, "_check_kv_test_store", _interrupt)
+        assert run(capsys, "run-kv-test", uri)[0] == 130
+    (uri / "notes.txt").write_text("mine")
+    assert run(capsys, "run-kv-test", uri)[0] == 1
+    assert (uri / "notes.txt").read_text() == "mine" and kvs.exists(str(uri))
 
 
 def test_run_kv_test_never_deletes_a_directory_that_is_not_a_store(tmp_path, capsys):
@@ -133,9 +180,22 @@ def test_run_kv_test_never_deletes_a_directory_that_is_not_a_store(tmp_path, cap
     uri.mkdir()
     (uri / "thesis.tex").write_text("years of work")
     code, out, err = run(capsys, "run-kv-test", uri)
-    assert (code, out) == (1, "Failed the test!\n")
-    assert "not a kvio store" in err
+    assert (code, out) == (1, "")
+    assert err.startswith("kvio: error: run-kv-test refuses to use this path: it holds a "
+                          "non-empty directory")
     assert (uri / "thesis.tex").read_text() == "years of work"
+    assert [p.name for p in uri.iterdir()] == ["thesis.tex"]
+    (tmp_path / "file").write_text("data")
+    code, _, err = run(capsys, "run-kv-test", tmp_path / "file")
+    assert code == 1 and "it holds a file" in err
+    assert (tmp_path / "file").read_text() == "data"
+
+
+def test_run_kv_test_uses_an_empty_directory_and_leaves_it_empty(tmp_path, capsys):
+    uri = tmp_path / "empty"
+    uri.mkdir()
+    assert run(capsys, "run-kv-test", uri)[:2] == (0, "Passed the test!\n")
+    assert uri.is_dir() and list(uri.iterdir()) == []
 
 
 def test_run_kv_test_reports_a_failed_check_and_cleans_up(tmp_path, capsys, monkeypatch):
@@ -231,7 +291,7 @@ def test_import_sorts_hostile_keys_in_unsigned_byte_order_and_round_trips(tmp_pa
     src.write_text(hex_tsv(pairs))
     uri = tmp_path / "s"
     code, out, _ = run(capsys, "import", src, uri, "--format", "tsv", "--hex")
-    assert code == 0 and "imported 14 pairs" in out and "input sorted by key" in out
+    assert code == 0 and "imported 14 pairs" in out and "not in key order: kvio sorted it" in out
     # Python compares bytes unsigned, which is kvio's order: Arrow's sort must agree.
     assert read_keys(uri) == sorted(HOSTILE)
     assert read_store(uri) == dict(pairs)
