@@ -237,7 +237,7 @@ class PartitionReader:
                 or (np.diff(fk_offsets.astype(np.int64)) < 0).any():
             raise self._corrupt("footer is inconsistent (first key offsets)")
         offset, home, total = index.get("offset"), index.get("home_slots"), index.get("total_slots")
-        if not all(type(n) is int for n in (offset, home, total)) \
+        if not (type(offset) is int and type(home) is int and type(total) is int) \
                 or total != np_ * INDEX_PAGE_SLOTS or not 0 < home < total:
             raise self._corrupt("footer is inconsistent (hash index slot counts)")
         if offset < INDEX_ALIGN or offset % INDEX_ALIGN \
