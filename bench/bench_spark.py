@@ -7,7 +7,7 @@ Data: ``--rows`` pairs, 16-byte keys in random order and 100-byte values, genera
 and written once as Parquet; both writers then read that same input.
 
 * write: ``df.write.format("kvstore")`` (each task sorts its rows in Python) and
-  ``kvio.spark.write_store`` (Spark range-partitions and sorts, the tasks stream) against
+  ``spark_jobs.write_store`` (Spark range-partitions and sorts, the tasks stream) against
   ``df.write.parquet``, and against a Parquet write sorted the same way;
 * scan: ``count()`` and ``sum(length(value))`` over the kvio store and over the Parquet copy of
   the same rows (Parquet answers count() from metadata without reading values; the Python
@@ -39,7 +39,7 @@ def session(master: str):
     os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *paths])
     from pyspark.sql import SparkSession
 
-    import kvio.spark
+    import spark_jobs
     spark = (SparkSession.builder.master(master).appName("kvio-bench-spark")
              .config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
@@ -47,7 +47,7 @@ def session(master: str):
              .config("spark.sql.shuffle.partitions", "2")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
-    kvio.spark.register(spark)
+    spark_jobs.register(spark)
     return spark
 
 
@@ -66,10 +66,10 @@ def generate(spark, rows: int, path: str, parts: int) -> None:
 def warm_up(spark, path: str) -> None:
     """First use of a Python data source in a JVM starts its Python workers and looks up
     data sources; do that before anything is timed."""
-    import kvio.spark
+    import spark_jobs
     df = spark.createDataFrame([(b"a", b"1"), (b"b", b"2")], "key binary, value binary")
     df.write.format("kvstore").mode("overwrite").save(path)
-    kvio.spark.write_store(df, path, mode="overwrite")
+    spark_jobs.write_store(df, path, mode="overwrite")
     spark.read.format("kvstore").load(path).count()
 
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     spark = session(args.master)
-    import kvio.spark
+    import spark_jobs
     from pyspark.sql import functions as F
     data_root = os.path.join(ROOT, "bench", "data")
     os.makedirs(data_root, exist_ok=True)
@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             "parquet": lambda: src().write.mode("overwrite").parquet(paths["parquet"]),
             "kv-direct": lambda: src().write.format("kvstore").mode("overwrite").save(paths["kv-direct"]),
             "parquet-sorted": lambda: by_key(src()).write.mode("overwrite").parquet(paths["parquet-sorted"]),
-            "kv-helper": lambda: kvio.spark.write_store(src(), paths["kv-helper"], mode="overwrite",
+            "kv-helper": lambda: spark_jobs.write_store(src(), paths["kv-helper"], mode="overwrite",
                                                         num_partitions=args.parts),
         }, reps)
-        summary = kvio.spark.store_summary(paths["kv-helper"])
+        summary = spark_jobs.store_summary(paths["kv-helper"])
         assert summary["records"] == rows, summary
 
         def kv():
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
          "Parquet answers count() from metadata; kvio reads every pair (no column pruning)"),
         ("write: df.write.format('kvstore') (tasks sort)", "kv-direct", "parquet", "<= 1.5",
          "unsorted input: each task sorts in Python; the store's partitions overlap"),
-        ("write: kvio.spark.write_store (range + sort)", "kv-helper", "parquet", None,
+        ("write: spark_jobs.write_store (range + sort)", "kv-helper", "parquet", None,
          "adds a sampling job and a shuffle that an unsorted Parquet write does not do"),
-        ("write: kvio.spark.write_store vs sorted Parquet", "kv-helper", "parquet-sorted", "<= 1.5",
+        ("write: spark_jobs.write_store vs sorted Parquet", "kv-helper", "parquet-sorted", "<= 1.5",
          "both range-partition and sort by key"),
     ]
     out = []

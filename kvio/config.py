@@ -60,12 +60,8 @@ def _parse_conf_text(text: str, source: str) -> dict[str, str]:
 
 
 def _defaults_text() -> str:
-    # Installed package: kvio/_defaults.conf is a copy made at build time; in a source checkout
-    # read conf/kvio-defaults.conf directly so there is one file to edit.
-    here = Path(__file__).resolve().parent
-    source_copy = here.parent / "conf" / "kvio-defaults.conf"
-    if source_copy.is_file():
-        return source_copy.read_text()
+    # conf/kvio-defaults.conf is the one file to edit; kvio/kvio-defaults.conf links to it in a
+    # checkout and is that file itself in a built wheel (tests/test_packaging.py checks both).
     return resources.files("kvio").joinpath("kvio-defaults.conf").read_text()
 
 

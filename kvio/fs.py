@@ -1,4 +1,4 @@
-"""The I/O seam: the only module that touches filesystems.
+"""The I/O seam for stores: fsspec and each filesystem's atomic publish live here.
 
 Everything else asks a :class:`FileIO` to read, write, list and publish. It wraps an fsspec
 filesystem and adds the one operation fsspec lacks, an atomic *no-clobber* publish. How that

@@ -17,6 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo ">> installing kvio and its dependencies into $VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e "$ROOT[all]"
+# kvio[all] is what users get; scripts/test adds dev (test, benchmark, lint and type tools).
+"$VENV/bin/python" -m pip install --quiet -e "$ROOT[${KVIO_EXTRAS:-all}]"
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -1,6 +1,22 @@
-"""Spark side of kvio: the ``kvstore`` data source (:mod:`spark_jobs.datasource`) and the
-spark-submit jobs ``build_store.py``, ``clone_store.py`` and ``export_store.py``.
+"""Spark side of kvio: the ``kvstore`` data source (:mod:`spark_jobs.datasource`), the helpers
+that register, read and write it (:mod:`spark_jobs.api`, exported here) and the spark-submit
+jobs ``build_store.py``, ``clone_store.py`` and ``export_store.py``.
 
 :mod:`spark_jobs.scan` and :mod:`spark_jobs.sorting` hold the parts that need only pyarrow
-(input splits, key ranges, external sort), so they are tested without Spark.
+(input splits, key ranges, external sort), so they are tested without Spark. Importing this
+package does not import pyspark.
 """
+from .api import (
+    FORMAT,
+    WRITE_MODES,
+    SparkSetupError,
+    check_worker_python,
+    existing_store,
+    read_store,
+    register,
+    store_summary,
+    write_store,
+)
+
+__all__ = ["FORMAT", "WRITE_MODES", "SparkSetupError", "check_worker_python", "existing_store",
+           "read_store", "register", "store_summary", "write_store"]

@@ -24,7 +24,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
-import kvio.spark  # noqa: E402
+import spark_jobs  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
 from spark_jobs.jobs import (JobError, add_common_arguments, add_store_mode_argument,  # noqa: E402
                              parse_conf, run, spark_session)
@@ -79,7 +79,7 @@ def build(args: argparse.Namespace, spark: Any = None) -> dict[str, Any]:
         raise JobError(f"--num-partitions must be at least 1, got {args.num_partitions}")
     source, dest = absolute(args.input), absolute(args.dest)
     _check_input(source)
-    skipped = kvio.spark.existing_store(dest, args.mode, conf)
+    skipped = spark_jobs.existing_store(dest, args.mode, conf)
     if skipped is not None:
         return skipped
 
@@ -103,7 +103,7 @@ def build(args: argparse.Namespace, spark: Any = None) -> dict[str, Any]:
     if value_type not in ("binary", "string", "struct", "map", "array"):
         value = value.cast("string")
     pairs = df.select(key.alias("key"), value.alias("value"))
-    return kvio.spark.write_store(pairs, dest, mode=args.mode, num_partitions=args.num_partitions,
+    return spark_jobs.write_store(pairs, dest, mode=args.mode, num_partitions=args.num_partitions,
                                   duplicates=args.duplicates, value_format="json", conf=conf)
 
 

@@ -23,7 +23,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
-import kvio.spark  # noqa: E402
+import spark_jobs  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
 from spark_jobs.jobs import (JobError, add_common_arguments, add_store_mode_argument,  # noqa: E402
                              parse_conf, run, spark_session)
@@ -49,14 +49,14 @@ def clone(args: argparse.Namespace, spark: Any = None) -> dict[str, Any]:
     src, dest = absolute(args.src), absolute(args.dest)
     if src.rstrip("/") == dest.rstrip("/"):
         raise JobError("SRC and DEST are the same store")
-    source = kvio.spark.store_summary(src, conf)  # a missing or unfinished store fails here
-    skipped = kvio.spark.existing_store(dest, args.mode, conf)
+    source = spark_jobs.store_summary(src, conf)  # a missing or unfinished store fails here
+    skipped = spark_jobs.existing_store(dest, args.mode, conf)
     if skipped is not None:
         return skipped
 
     spark = spark or spark_session("kvio clone_store", args.master)
-    df = spark.read.format(kvio.spark.FORMAT).options(**conf).load(src)
-    summary = kvio.spark.write_store(df, dest, mode=args.mode, num_partitions=args.num_partitions,
+    df = spark.read.format(spark_jobs.FORMAT).options(**conf).load(src)
+    summary = spark_jobs.write_store(df, dest, mode=args.mode, num_partitions=args.num_partitions,
                                      presorted=args.num_partitions is None, conf=conf)
     return {**summary, "source_records": source["records"]}
 

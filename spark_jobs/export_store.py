@@ -23,7 +23,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
-import kvio.spark  # noqa: E402
+import spark_jobs  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
 from spark_jobs.jobs import add_common_arguments, parse_conf, run, spark_session  # noqa: E402
 
@@ -59,9 +59,9 @@ def _output_bytes(uri: str) -> tuple[int | None, int | None]:
 def export(args: argparse.Namespace, spark: Any = None) -> dict[str, Any]:
     conf = parse_conf(args.conf)
     src, dest = absolute(args.src), absolute(args.dest)
-    source = kvio.spark.store_summary(src, conf)  # a missing or unfinished store fails here
+    source = spark_jobs.store_summary(src, conf)  # a missing or unfinished store fails here
     spark = spark or spark_session("kvio export_store", args.master)
-    df = (spark.read.format(kvio.spark.FORMAT).option("keyType", args.key_type)
+    df = (spark.read.format(spark_jobs.FORMAT).option("keyType", args.key_type)
           .option("valueType", args.value_type).options(**conf).load(src))
     df.write.format(args.format).mode(_SPARK_MODES[args.mode]).save(dest)
     files, size = _output_bytes(dest)

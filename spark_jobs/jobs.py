@@ -59,7 +59,7 @@ def spark_session(app: str, master: str | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    import kvio.spark
+    from .api import register
     builder = SparkSession.builder.appName(app)
     if master:
         builder = builder.master(master)
@@ -71,7 +71,7 @@ def spark_session(app: str, master: str | None = None):
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if SOURCE_ROOT not in paths:
         env["PYTHONPATH"] = os.pathsep.join([*paths, SOURCE_ROOT])
-    kvio.spark.register(spark)
+    register(spark)
     return spark
 
 

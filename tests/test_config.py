@@ -8,7 +8,6 @@ import pytest
 from kvio import ConfigError, KeyValueSystem
 from kvio.config import Config, _defaults_text, _parse_conf_text, env_name, parse_duration, parse_size
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NAMES = sorted(_parse_conf_text(_defaults_text(), "defaults"))
 
 
@@ -26,14 +25,6 @@ def test_defaults_file_is_parsed():
     assert cfg.staging_max_age == 24 * 3600
     assert sorted(cfg.raw) == DEFAULT_NAMES
     assert "kvio.partition.size.max" in DEFAULT_NAMES and len(DEFAULT_NAMES) == 10
-
-
-def test_packaged_defaults_match_the_source_copy():
-    source_copy = ROOT / "conf" / "kvio-defaults.conf"
-    packaged = ROOT / "kvio" / "kvio-defaults.conf"
-    if not (source_copy.is_file() and packaged.is_file()):
-        pytest.skip("not a source checkout")
-    assert source_copy.read_text() == packaged.read_text()
 
 
 def test_conf_file_syntax():

@@ -1,4 +1,4 @@
-"""scripts/clone-store as users run it, and the Python 3.13 ``pipes`` stand-in."""
+"""scripts/clone-store as users run it, and where mrjob's ``pipes`` comes from."""
 from __future__ import annotations
 
 import json
@@ -60,23 +60,27 @@ def test_compare_stores_names_the_differences(tmp_path):
         ("value differs", b"b"), ("only in A", b"c"), ("only in B", b"d")]
 
 
-def test_pipes_stand_in(tmp_path):
-    """kvio's pipes.py provides quote on 3.13+; run from the checkout on 3.11/3.12 (where it
-    shadows the standard library) it hands over to the real module."""
-    code = "import pipes, shlex; print(pipes.__file__); assert pipes.quote is shlex.quote"
-    for cwd in (ROOT, tmp_path):
-        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=cwd, capture_output=True,
-                              text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
+def test_pipes_comes_from_the_standard_library_or_standard_pipes(tmp_path):
+    """mrjob imports ``pipes``: the standard library's module on 3.11/3.12, the standard-pipes
+    distribution (the mr extra, 3.13+ only) on 3.13; never a module of kvio's."""
+    code = ("import json, sys, pipes, shlex; from importlib import metadata\n"
+            "files = metadata.files('standard-pipes') if sys.version_info >= (3, 13) else None\n"
+            "print(json.dumps({'file': pipes.__file__, 'quote': pipes.quote is shlex.quote,\n"
+            "                  'dist': [str(f) for f in files or ()]}))")
+    for cwd in (ROOT, tmp_path):  # a source checkout on the path shadows nothing either
+        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=cwd,
+                              capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        origin = Path(proc.stdout.strip())
+        found = json.loads(proc.stdout)
+        assert found["quote"] and not Path(found["file"]).is_relative_to(ROOT)
         if sys.version_info >= (3, 13):
-            assert origin == ROOT / "pipes.py"
+            assert "pipes.py" in found["dist"]  # installed by standard-pipes
         else:
-            assert origin != ROOT / "pipes.py"  # the standard library's module
+            assert Path(found["file"]).parent == Path(json.__file__).parent.parent  # stdlib
 
 
 def test_mrjob_imports_on_this_python():
-    """mrjob 0.7.4 needs distutils (setuptools on 3.12+) and pipes (the shim on 3.13+)."""
+    """mrjob 0.7.4 needs distutils (setuptools on 3.12+) and pipes (standard-pipes on 3.13+)."""
     proc = subprocess.run([sys.executable, "-c", "import mrjob.job, mrjob.local, mrjob.hadoop"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

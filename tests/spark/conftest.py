@@ -46,7 +46,7 @@ def spark():
     os.environ.update({k: child_env()[k] for k in ("PYTHONPATH", "PYSPARK_PYTHON")})
     from pyspark.sql import SparkSession
 
-    import kvio.spark
+    import spark_jobs
     session = (SparkSession.builder.master("local[2]").appName("kvio-tests")
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "4")
@@ -55,7 +55,7 @@ def spark():
                .config("spark.driver.memory", "1g")
                .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
-    kvio.spark.register(session)
+    spark_jobs.register(session)
     yield session
     session.stop()
 

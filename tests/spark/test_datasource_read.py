@@ -7,6 +7,7 @@ from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import functions as F
 
 import kvio
+import spark_jobs
 from kvio.reader import prefix_successor
 
 from .conftest import build
@@ -85,7 +86,7 @@ def test_split_size_and_min_splits_use_every_core(spark, tmp_path):
     assert by_size.rdd.getNumPartitions() >= 4
     assert rows(by_size) == sorted(model.items())
     assert load(spark, uri, minSplits=3).rdd.getNumPartitions() == 3
-    via_helper = kvio.spark.read_store(spark, uri)  # minSplits = default parallelism (2)
+    via_helper = spark_jobs.read_store(spark, uri)  # minSplits = default parallelism (2)
     assert via_helper.rdd.getNumPartitions() == 2
     assert via_helper.count() == len(model)
 

@@ -1,4 +1,4 @@
-"""df.write.format("kvstore") and kvio.spark.write_store on a real local Spark session."""
+"""df.write.format("kvstore") and spark_jobs.write_store on a real local Spark session."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 import kvio
-import kvio.spark
+import spark_jobs
 from kvio.errors import StoreExistsError
 
 from .conftest import build, staging_files, store_items
@@ -36,7 +36,7 @@ def test_round_trip_spark_python_spark(spark, tmp_path):
         F.format_string("key-%05d", (F.col("id") * 7919) % 5000).cast("binary").alias("key"),
         F.sha2(F.col("id").cast("string"), 256).cast("binary").alias("value"))
     expected = sorted((bytes(r.key), bytes(r.value)) for r in df.collect())
-    summary = kvio.spark.write_store(df, uri, num_partitions=4)
+    summary = spark_jobs.write_store(df, uri, num_partitions=4)
     assert summary["records"] == 5000 and summary["partitions"] == 4
     assert store_items(uri) == expected  # the Python API reads what Spark wrote
     assert manifest(uri)["disjoint"]
@@ -81,12 +81,12 @@ def test_save_modes(spark, tmp_path):
 def test_write_store_modes(spark, tmp_path):
     uri = str(tmp_path / "s")
     df = frame(spark, [(b"a", b"1")])
-    kvio.spark.write_store(df, uri)
+    spark_jobs.write_store(df, uri)
     with pytest.raises(StoreExistsError):
-        kvio.spark.write_store(df, uri)  # refused on the driver, before any Spark job
-    skipped = kvio.spark.write_store(frame(spark, [(b"b", b"2")]), uri, mode="ignore")
+        spark_jobs.write_store(df, uri)  # refused on the driver, before any Spark job
+    skipped = spark_jobs.write_store(frame(spark, [(b"b", b"2")]), uri, mode="ignore")
     assert skipped["skipped"] and skipped["records"] == 1
-    kvio.spark.write_store(frame(spark, [(b"b", b"2")]), uri, mode="overwrite")
+    spark_jobs.write_store(frame(spark, [(b"b", b"2")]), uri, mode="overwrite")
     assert store_items(uri) == [(b"b", b"2")]
 
 
@@ -94,13 +94,13 @@ def test_duplicates(spark, tmp_path):
     rows = [(b"k%d" % (i % 50), b"%04d" % i) for i in range(400)]
     df = spark.createDataFrame(rows, PAIRS).coalesce(3)  # keeps the list's order
     with pytest.raises(PySparkException, match=r"duplicate key.*duplicates=first.*key=b'k"):
-        kvio.spark.write_store(df, str(tmp_path / "error"), num_partitions=4)
+        spark_jobs.write_store(df, str(tmp_path / "error"), num_partitions=4)
     assert not kvio.KeyValueSystem().exists(str(tmp_path / "error"))
     assert staging_files(tmp_path / "error") == []
     first = {k: v for k, v in reversed(rows)}
     last = dict(rows)
-    kvio.spark.write_store(df, str(tmp_path / "first"), num_partitions=4, duplicates="first")
-    kvio.spark.write_store(df, str(tmp_path / "last"), num_partitions=4, duplicates="last")
+    spark_jobs.write_store(df, str(tmp_path / "first"), num_partitions=4, duplicates="first")
+    spark_jobs.write_store(df, str(tmp_path / "last"), num_partitions=4, duplicates="last")
     assert store_items(tmp_path / "first") == sorted(first.items())
     assert store_items(tmp_path / "last") == sorted(last.items())
     # The direct writer: equal keys in different tasks are found at commit.
@@ -130,11 +130,11 @@ def test_column_types(spark, tmp_path):
     with pytest.raises(PySparkException, match=r"value column 'value' has type bigint.*cast\('string'\)"):
         ints.write.format("kvstore").mode("overwrite").save(uri)
     with pytest.raises(kvio.KvioError, match="has type bigint"):
-        kvio.spark.write_store(ints, uri)
+        spark_jobs.write_store(ints, uri)
     nested = spark.createDataFrame([Row(key="a", value=Row(n=1, s="x"))])
     with pytest.raises(PySparkException, match="to_json"):
         nested.write.format("kvstore").mode("overwrite").save(uri)
-    kvio.spark.write_store(nested, uri, value_format="json")
+    spark_jobs.write_store(nested, uri, value_format="json")
     assert json.loads(store_items(uri)[0][1]) == {"n": 1, "s": "x"}
     extra = spark.createDataFrame([Row(id=1, key="a", value="b")])
     with pytest.raises(PySparkException, match="select them first"):
@@ -154,7 +154,7 @@ def test_string_columns_are_utf8(spark, tmp_path):
 
 def test_zero_rows_make_an_empty_valid_store(spark, tmp_path):
     empty = spark.createDataFrame([], PAIRS)
-    summary = kvio.spark.write_store(empty, str(tmp_path / "helper"))
+    summary = spark_jobs.write_store(empty, str(tmp_path / "helper"))
     assert summary["records"] == 0
     empty.write.format("kvstore").mode("overwrite").save(str(tmp_path / "direct"))
     for name in ("helper", "direct"):
@@ -168,7 +168,7 @@ def test_zero_rows_make_an_empty_valid_store(spark, tmp_path):
 def test_conf_and_bad_options(spark, tmp_path):
     uri = str(tmp_path / "s")
     df = frame(spark, [(b"%05d" % i, b"x" * 100) for i in range(3000)], partitions=1)
-    kvio.spark.write_store(df, uri, conf={"kvio.partition.size.max": "64KB",
+    spark_jobs.write_store(df, uri, conf={"kvio.partition.size.max": "64KB",
                                           "kvio.block.compression": "zstd"})
     parts = manifest(uri)["partitions"]
     assert len(parts) > 3 and manifest(uri)["options"]["compression"] == "zstd"
@@ -177,4 +177,4 @@ def test_conf_and_bad_options(spark, tmp_path):
     with pytest.raises(PySparkException, match="unknown setting 'kvio.nope'"):
         df.write.format("kvstore").mode("overwrite").option("kvio.nope", "1").save(uri)
     with pytest.raises(kvio.KvioError, match="unknown write mode"):
-        kvio.spark.write_store(df, uri, mode="merge")
+        spark_jobs.write_store(df, uri, mode="merge")
