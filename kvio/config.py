@@ -111,6 +111,8 @@ class Config:
         self.versions_retain = typed("kvio.versions.retain", int)
         self.allow_non_atomic = typed("kvio.commit.allow.non.atomic", parse_bool)
         self.staging_max_age = typed("kvio.staging.max.age", parse_duration)
+        self.sort_memory = typed("kvio.sort.memory", parse_size)
+        self.sort_spill_dir = str(merged["kvio.sort.spill.dir"]).strip() or None
         if self.compression not in ("none", "zstd", "lz4"):
             raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
         if not 0.1 <= self.index_load_factor <= 0.95:
@@ -119,6 +121,8 @@ class Config:
             raise ConfigError("kvio.partition.size.max must be >= 1KB and kvio.block.size >= 64B")
         if self.open_partitions < 1 or self.merge_bytes < 1:
             raise ConfigError("kvio.read.open.partitions and kvio.read.merge.bytes must be at least 1")
+        if self.sort_memory < 64 * 1024:
+            raise ConfigError("kvio.sort.memory must be at least 64KB")
         if self.versions_retain < 1:
             raise ConfigError("kvio.versions.retain must be at least 1")
 

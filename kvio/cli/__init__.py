@@ -17,17 +17,21 @@ written as plain text (and names it) instead of writing an escape that import wo
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
+import io
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..config import parse_duration
 from ..errors import KvioError
 from ..system import KeyValueSystem
 from .commands import (cmd_diff, cmd_export, cmd_gc, cmd_get, cmd_import, cmd_info, cmd_mv, cmd_rm,
                        cmd_rollback, cmd_scan, cmd_verify, cmd_versions)
-from .encoding import decode_text, display, escape
-from .files import FORMATS, _UsageError
+from .encoding import _escape_char, decode_text, display, escape
+from .files import FORMATS, _UsageError, check_protocols
+from .interrupt import EXIT_INTERRUPTED, MESSAGE as INTERRUPTED, InterruptGuard
 from .output import PROG
 from .smoke import cmd_run_kv_test
 
@@ -209,7 +213,67 @@ def _silence_broken_stdout() -> None:
         pass
 
 
+def _check_protocols(args: argparse.Namespace) -> None:
+    """Unknown protocols and missing filesystem packages, reported before anything runs."""
+    stores = [getattr(args, name, None) for name in ("uri", "a", "b", "dst")]
+    files = [getattr(args, name, None) for name in ("dest",)]
+    (stores if args.func is cmd_mv else files).append(getattr(args, "src", None))
+    for uri in stores:
+        if isinstance(uri, str):
+            check_protocols(uri)
+    for name in files:
+        if isinstance(name, str) and name != "-":
+            check_protocols(name, is_file=True)
+
+
+def _escape_unencodable(exc: UnicodeError) -> tuple[str, int]:
+    """Output error handler: a character the output encoding lacks (e.g. with
+    PYTHONIOENCODING=ascii) is written as its UTF-8 bytes, ``\\xNN``, which is how kvio's
+    escaped output shows bytes anyway, so the output still maps back to exactly one value."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return "".join(_escape_char(ch) for ch in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error("kvio-escape", _escape_unencodable)
+
+
+@contextlib.contextmanager
+def _escaping_output() -> Iterator[None]:
+    streams = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, io.TextIOWrapper):
+            streams.append((stream, stream.errors))
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                stream.reconfigure(errors="kvio-escape")
+    try:
+        yield
+    finally:
+        for stream, errors in streams:
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                stream.reconfigure(errors=errors)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``kvio`` command.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 success, 1 error (``kvio: error: ...`` on stderr), 2 usage error,
+        130 interrupted (Ctrl-C).
+    """
+    with InterruptGuard(), _escaping_output():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = _parse(parser, argv)
@@ -217,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_code(exc)
     conf = dict(args.conf)
     try:
+        _check_protocols(args)
         if args.func is cmd_run_kv_test:
             return cmd_run_kv_test(args, conf)  # reports its own failures, by contract
         return args.func(args, KeyValueSystem(conf=conf))
@@ -230,6 +295,3 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130

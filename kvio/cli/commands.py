@@ -2,19 +2,36 @@
 from __future__ import annotations
 
 import itertools
+import posixpath
 import sys
 import time
+from typing import Any
 
+from ..diff import VALUE_DIFFERS, diff_stores
 from ..errors import CorruptStoreError
 from ..system import KeyValueSystem
-from .diff import _BatchCursor, diff_cursors
-from .encoding import _human_bytes, _short, display
-from .files import _input_size, _open_output, _resolve_format, _UsageError
+from .encoding import _human_bytes, display, display_pieces, json_field, preview
+from .files import _input_size, _open_output, _resolve_format, _UsageError, check_output_file
 from .output import PROG, _print_json, _print_table, _progress
-from .transfer import export_batches, read_input, sort_and_dedupe
+from .transfer import export_batches, import_batches, read_input
 
 
-_WRITE_CHUNK_ROWS = 65536  # rows per put_many call, so the progress bar moves
+_SMALL = 1 << 16  # bytes of a pair printed in one piece
+
+
+def _write_shown(encoding: str, *fields: bytes) -> None:
+    """Print fields tab-separated on one line, a large one a piece at a time: a large value
+    is never held escaped (several times its size) in memory."""
+    out = sys.stdout
+    if sum(map(len, fields)) <= _SMALL:
+        out.write("\t".join(display(f, encoding) for f in fields) + "\n")
+        return
+    for i, data in enumerate(fields):
+        if i:
+            out.write("\t")
+        for piece in display_pieces(data, encoding):
+            out.write(piece)
+    out.write("\n")
 
 
 def cmd_info(args, kvs: KeyValueSystem) -> int:
@@ -37,8 +54,8 @@ def cmd_info(args, kvs: KeyValueSystem) -> int:
     rows = []
     for p in info["partitions"]:
         empty = not p["count"]
-        lo = "-" if empty else _short(display(bytes.fromhex(p["min_key"]), enc), 32)
-        hi = "-" if empty else _short(display(bytes.fromhex(p["max_key"]), enc), 32)
+        lo = "-" if empty else preview(bytes.fromhex(p["min_key"]), enc, 32)
+        hi = "-" if empty else preview(bytes.fromhex(p["max_key"]), enc, 32)
         rows.append([str(p["priority"]), str(p["count"]), str(p["bytes"]), lo, hi, p["path"]])
     if rows:
         print()
@@ -50,15 +67,14 @@ def cmd_get(args, kvs: KeyValueSystem) -> int:
     missing = 0
     with kvs.open_store(args.uri) as reader:
         for key, value in zip(args.keys, reader.get_many(args.keys)):
-            shown_key = display(key, args.encoding, for_json=args.json)
             if value is None:
                 missing += 1
                 print(f"{PROG}: key not found: {display(key, args.encoding)}", file=sys.stderr)
             if args.json:
-                shown = None if value is None else display(value, args.encoding, for_json=True)
-                _print_json({"key": shown_key, "value": shown})
+                shown = {"value": None} if value is None else json_field("value", value, args.encoding)
+                _print_json({**json_field("key", key, args.encoding), **shown})
             elif value is not None:
-                print(display(value, args.encoding))
+                _write_shown(args.encoding, value)
     return 1 if missing else 0
 
 
@@ -68,40 +84,50 @@ def cmd_scan(args, kvs: KeyValueSystem) -> int:
         pairs = reader.items_range(args.start, args.stop, args.prefix)
         for key, value in itertools.islice(pairs, args.limit):
             if args.json:
-                _print_json({"key": display(key, enc, True), "value": display(value, enc, True)})
+                _print_json({**json_field("key", key, enc), **json_field("value", value, enc)})
             else:
-                print(f"{display(key, enc)}\t{display(value, enc)}")
+                _write_shown(enc, key, value)
     return 0
+
+
+def _version_of(record: Any) -> str | None:
+    """The version a commit record names (typed records, or the dicts of older code)."""
+    if record is None:
+        return None
+    return record["version"] if isinstance(record, dict) else record.version
 
 
 def cmd_import(args, kvs: KeyValueSystem) -> int:
     fmt = _resolve_format(args, args.src)
     if fmt == "parquet" and args.encoding != "auto":
         raise _UsageError("--hex/--base64 apply to tsv and jsonl input only")
-    with _progress(args, total=_input_size(args.src), unit="B", unit_scale=True, desc="read") as bar:
-        table = read_input(args.src, fmt, args.encoding, args.key_col, args.value_col, bar)
-    table, was_sorted, dropped = sort_and_dedupe(table, args.duplicates, args.src)
-    with _progress(args, total=table.num_rows, unit="pairs", desc="write") as bar:
-        with kvs.create_store(args.uri, mode=args.mode) as writer:
-            for offset in range(0, table.num_rows, _WRITE_CHUNK_ROWS):
-                chunk = table.slice(offset, _WRITE_CHUNK_ROWS)
-                writer.put_many(chunk)  # the Arrow path: no per-pair Python
-                bar.update(chunk.num_rows)
-    record = writer.record or {}
-    result = {"uri": args.uri, "count": table.num_rows, "version": record.get("version"),
-              "input_sorted": was_sorted, "duplicates_dropped": dropped}
+    unit = ("pairs", False) if fmt == "parquet" else ("B", True)
+    with _progress(args, total=None if fmt == "parquet" else _input_size(args.src), unit=unit[0],
+                   unit_scale=unit[1], desc="read") as read_bar, \
+            _progress(args, unit="pairs", desc="write", position=1) as write_bar:
+        batches = read_input(args.src, fmt, args.encoding, args.key_col, args.value_col,
+                             read_bar, spool_dir=kvs.conf.sort_spill_dir)
+        record, written = import_batches(kvs, args.uri, args.mode, batches, args.duplicates,
+                                         write_bar.update)
+    result = {"uri": args.uri, "count": written.rows_written, "version": _version_of(record),
+              "input_sorted": written.input_sorted, "duplicates_dropped": written.dropped}
     if args.json:
         _print_json(result)
     else:
-        note = "" if was_sorted else " (input sorted by key)"
-        dup = f", {dropped} duplicate(s) dropped" if dropped else ""
-        print(f"imported {table.num_rows} pairs into {args.uri}{note}{dup}; "
+        note = "" if written.input_sorted else " (the input was not in key order: kvio sorted it)"
+        dup = f", {written.dropped} duplicate(s) dropped" if written.dropped else ""
+        print(f"imported {written.rows_written} pairs into {args.uri}{note}{dup}; "
               f"version {result['version']}")
     return 0
 
 
 def cmd_export(args, kvs: KeyValueSystem) -> int:
+    name = posixpath.basename(args.uri.rstrip("/")) or "export"
+    check_output_file(args.dest, f"{name}.{args.format or 'tsv'}")
     fmt = _resolve_format(args, args.dest)
+    if fmt == "parquet" and args.encoding != "auto":
+        raise _UsageError("--hex/--base64 apply to tsv and jsonl output only (Parquet holds "
+                          "binary columns: the exact bytes)")
     with kvs.open_store(args.uri) as reader:
         bounded = args.start is not None or args.stop is not None or args.prefix is not None
         total = None if bounded else reader.manifest.count
@@ -149,28 +175,30 @@ def cmd_verify(args, kvs: KeyValueSystem) -> int:
 def cmd_diff(args, kvs: KeyValueSystem) -> int:
     with kvs.open_store(args.a) as ra, kvs.open_store(args.b) as rb:
         with _progress(args, total=ra.manifest.count, unit="pairs", desc="diff") as bar:
-            equal, diffs, truncated = diff_cursors(_BatchCursor(ra.batches()),
-                                                   _BatchCursor(rb.batches()),
-                                                   args.max_diffs, bar.update)
+            result = diff_stores(ra, rb, keep=args.max_diffs, stop_after=args.max_diffs,
+                                 on_rows=bar.update)
     enc = args.encoding
+    diffs = result.differences
     if args.json:
-        _print_json({"equal": not diffs, "equal_pairs_seen": equal, "truncated": truncated,
-                     "differences": [{"kind": kind.replace(" ", "_"), "key": display(k, enc, True)}
-                                     for kind, k, _, _ in diffs]})
+        _print_json({"equal": result.identical, "equal_pairs_seen": result.equal,
+                     "truncated": not result.complete,
+                     "differences": [{"kind": d.kind.replace(" ", "_"), **json_field("key", d.key, enc)}
+                                     for d in diffs]})
     else:
-        for kind, key, va, vb in diffs:
-            line = f"{kind}: {display(key, enc)}"
-            if kind == "value differs":
-                line += (f"  (A: {_short(display(va, enc))} [{len(va)} B], "
-                         f"B: {_short(display(vb, enc))} [{len(vb)} B])")
+        for d in diffs:
+            line = f"{d.kind}: {display(d.key, enc)}"
+            if d.kind == VALUE_DIFFERS:
+                assert d.value_a is not None and d.value_b is not None
+                line += (f"  (A: {preview(d.value_a, enc)} [{len(d.value_a)} B], "
+                         f"B: {preview(d.value_b, enc)} [{len(d.value_b)} B])")
             print(line)
         if not diffs:
-            print(f"stores are equal ({equal} pairs)")
-        elif truncated:
+            print(f"stores are equal ({result.equal} pairs)")
+        elif not result.complete:
             print(f"stores differ; stopped after the first {len(diffs)} differences")
         else:
             print(f"stores differ: {len(diffs)} difference(s)")
-    return 1 if diffs else 0
+    return 0 if result.identical else 1
 
 
 def cmd_rm(args, kvs: KeyValueSystem) -> int:

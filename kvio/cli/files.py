@@ -4,16 +4,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import posixpath
+import shutil
 import sys
+import tempfile
 import uuid
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.registry import known_implementations
+
+from .. import layout
+from ..errors import KvioError
 
 
 FORMATS = ("tsv", "jsonl", "parquet")
 _FORMAT_SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                     ".parquet": "parquet", ".pq": "parquet"}
+
+
+_SPOOL_MEMORY = 16 << 20  # stdin kept in memory up to this size, then in a temp file
 
 
 @contextlib.contextmanager
@@ -23,6 +32,21 @@ def _open_input(src: str):
         return
     with fsspec.open(src, "rb") as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def _open_seekable_input(src: str, spool_dir: str | None):
+    """Like :func:`_open_input`, for formats read with seeks (Parquet keeps its footer at the
+    end): stdin, which cannot seek, is copied into a temporary file first (memory up to
+    16 MB, then disk in ``spool_dir``), removed afterwards."""
+    if src != "-":
+        with _open_input(src) as handle:
+            yield handle
+        return
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY, dir=spool_dir) as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.seek(0)
+        yield spool
 
 
 def _input_size(src: str) -> int | None:
@@ -57,6 +81,32 @@ def _open_output(dest: str):
         raise
 
 
+def check_output_file(dest: str, example: str) -> None:
+    """Refuse an export destination that is a directory.
+
+    Writing "into" a directory would need a file name kvio had to invent, and a file written
+    there under a hidden temporary name (or inside a store) is never cleaned up by anyone.
+
+    Args:
+        dest: the destination as typed (``-`` is stdout and always accepted).
+        example: a file name to suggest.
+
+    Raises:
+        KvioError: ``dest`` is an existing directory or ends with ``/``, or is inside a
+            store.
+    """
+    if dest == "-":
+        return
+    fs, path = url_to_fs(dest)
+    if dest.endswith("/") or fs.isdir(path):
+        raise KvioError(f"{dest} is a directory; name the output file, e.g. "
+                        f"{posixpath.join(dest.rstrip('/'), example)}", file=dest)
+    if fs.exists(posixpath.join(posixpath.dirname(path), layout.MARKER)):
+        raise KvioError("the destination is inside a kvio store directory, where kvio never "
+                        "removes a file it did not write; choose a path outside the store",
+                        file=dest)
+
+
 def _resolve_format(args: argparse.Namespace, path: str) -> str:
     if args.format:
         return args.format
@@ -69,3 +119,38 @@ def _resolve_format(args: argparse.Namespace, path: str) -> str:
 
 class _UsageError(Exception):
     """A problem with the command line found after parsing: reported like argparse (exit 2)."""
+
+
+_PIP_NAMES = {"hdfs": "'kvio[hdfs]' (hdfs-native)", "viewfs": "'kvio[hdfs]' (hdfs-native)",
+              "http": "aiohttp requests", "https": "aiohttp requests"}
+
+
+def check_protocols(uri: str, is_file: bool = False) -> None:
+    """Fail clearly when ``uri`` names a protocol fsspec does not know, or one whose package
+    is not installed (fsspec raises ValueError or ImportError deep in a call otherwise).
+
+    Args:
+        uri: a store URI or file name as typed (``::``-chained URLs are checked link by link;
+            a plain path is not checked).
+        is_file: ``uri`` is an input or output file, not a store (for the message).
+
+    Raises:
+        KvioError: an unknown protocol, or a missing package (named, with what to install).
+    """
+    where = {"file": uri} if is_file else {"store": uri}
+    for link in uri.split("::"):
+        protocol, sep, _ = link.partition("://")
+        if not sep:
+            continue
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            raise KvioError(f"unknown protocol {protocol + '://'!r}: fsspec has no filesystem "
+                            "for it (a local path needs no protocol; e.g. hdfs://, s3://, gs://, "
+                            "memory://)", **where) from None
+        except ImportError as exc:
+            known = known_implementations.get(protocol, {})
+            package = _PIP_NAMES.get(protocol) or known.get("class", protocol).split(".")[0]
+            raise KvioError(f"the {protocol}:// protocol needs a package that is not installed "
+                            f"({exc}); install it with: pip install {package}",
+                            **where) from None

@@ -1,23 +1,30 @@
-"""Import (reading input into Arrow, ordering and duplicates) and export (writing Arrow batches)."""
+"""Import (reading input as a stream of Arrow batches) and export (writing Arrow batches)."""
 from __future__ import annotations
 
 import functools
 import itertools
 import json
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from .. import layout
+from ..committer import Job
 from ..errors import KvioError
+from ..fs import FileIO
+from ..sorting import normalize_batch
+from ..system import KeyValueSystem
+from ..task_writer import TaskResult, write_any_order
 from .encoding import decode_text, display
-from .files import _open_input
+from .files import _open_input, _open_seekable_input
 
 
 _SCHEMA = pa.schema([("key", pa.large_binary()), ("value", pa.large_binary())])
-_READ_CHUNK_ROWS = 65536   # text input is parsed into Arrow batches of this many rows
+_READ_CHUNK_ROWS = 65536      # input is read in Arrow batches of at most this many rows
+_READ_CHUNK_BYTES = 4 << 20   # and of about this many bytes (large values: fewer rows)
 
 
 # ---- import: reading input into Arrow -------------------------------------------------------
@@ -71,7 +78,7 @@ def _text_batches(handle, parse_line: Callable[[bytes], tuple[bytes, bytes]], sr
             raise KvioError(f"line {lineno}: {exc}", file=src) from None
         keys.append(key)
         values.append(value)
-        if len(keys) >= _READ_CHUNK_ROWS:
+        if len(keys) >= _READ_CHUNK_ROWS or pending >= _READ_CHUNK_BYTES:
             yield _batch(keys, values)
             keys, values = [], []
             bar.update(pending)
@@ -81,74 +88,134 @@ def _text_batches(handle, parse_line: Callable[[bytes], tuple[bytes, bytes]], sr
         yield _batch(keys, values)
 
 
-def _read_parquet(src: str, key_col: str, value_col: str) -> pa.Table:
+def _parquet_batches(handle, src: str, key_col: str, value_col: str,
+                     bar: tqdm) -> Iterator[pa.RecordBatch]:
     try:
-        with _open_input(src) as handle:
-            table = pq.read_table(handle, columns=[key_col, value_col])
-    except pa.ArrowException as exc:
+        parquet = pq.ParquetFile(handle)
+    except (pa.ArrowException, OSError) as exc:
         raise KvioError(f"cannot read Parquet input: {exc}", file=src) from None
-    columns = []
+    schema = parquet.schema_arrow
     for name in (key_col, value_col):
-        col = table.column(name)
-        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)
-                or pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            raise KvioError(f"column {name!r} has type {col.type}; kvio stores bytes, so it must "
+        if name not in schema.names:
+            raise KvioError(f"no column {name!r} in the Parquet input (columns: {schema.names}); "
+                            "name the columns with --key-col and --value-col", file=src)
+        kind = schema.field(name).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise KvioError(f"column {name!r} has type {kind}; kvio stores bytes, so it must "
                             "be binary or string", file=src)
-        if col.null_count:
-            raise KvioError(f"column {name!r} has {col.null_count} null(s); keys and values "
-                            "cannot be null", file=src)
-        columns.append(pc.cast(col, pa.large_binary()))
-    return pa.Table.from_arrays(columns, schema=_SCHEMA)
+    meta = parquet.metadata
+    raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    per_row = raw / meta.num_rows if meta.num_rows else 1
+    batch_rows = max(1, min(_READ_CHUNK_ROWS, int(_READ_CHUNK_BYTES / max(per_row, 1))))
+    rows = parquet.iter_batches(batch_size=batch_rows, columns=[key_col, value_col])
+    while True:
+        try:
+            batch = next(rows)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise KvioError(f"cannot read Parquet input: {exc}", file=src) from None
+        for name in (key_col, value_col):
+            nulls = batch.column(name).null_count
+            if nulls:
+                raise KvioError(f"column {name!r} has {nulls} null(s); keys and values cannot "
+                                "be null", file=src)
+        bar.update(batch.num_rows)
+        yield normalize_batch(batch, key_col, value_col, src)
 
 
 def read_input(src: str, fmt: str, encoding: str, key_col: str, value_col: str,
-               bar: tqdm) -> pa.Table:
-    """The whole input as one (key, value) large_binary table, in input order."""
+               bar: tqdm, spool_dir: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The input as (key, value) large_binary batches, in input order, read as they are
+    consumed (never the whole input at once).
+
+    Args:
+        src: a file name or URL, or ``-`` for stdin.
+        fmt: ``tsv``, ``jsonl`` or ``parquet``.
+        encoding: how text fields are encoded: ``auto`` (as is), ``hex`` or ``base64``.
+        key_col: key field of JSON lines and key column of Parquet.
+        value_col: value field or column.
+        bar: progress (bytes for text input, rows for Parquet).
+        spool_dir: where Parquet from stdin is spooled (it must be read with seeks).
+
+    Yields:
+        Batches of :data:`kvio.sorting.SCHEMA`.
+
+    Raises:
+        KvioError: unreadable input, a malformed line (named by number) or a bad column.
+    """
     if fmt == "parquet":
-        table = _read_parquet(src, key_col, value_col)
-        bar.update(bar.total or 0)
-        return table
+        with _open_seekable_input(src, spool_dir) as handle:
+            yield from _parquet_batches(handle, src, key_col, value_col, bar)
+        return
     if fmt == "tsv":
         parse = functools.partial(_parse_tsv_line, encoding=encoding)
     else:
         parse = functools.partial(_parse_jsonl_line, encoding=encoding, key_col=key_col,
                                   value_col=value_col)
     with _open_input(src) as handle:
-        batches = list(_text_batches(handle, parse, src, bar))
-    return pa.Table.from_batches(batches, schema=_SCHEMA)
+        yield from _text_batches(handle, parse, src, bar)
 
 
-# ---- import: ordering and duplicates ------------------------------------------------------
-def _all_true(mask: pa.Array) -> bool:
-    return len(mask) == 0 or pc.all(mask).as_py()
+# ---- import: writing the store ----------------------------------------------------------------
+_DUPLICATES_ADVICE = "use --duplicates first or --duplicates last to keep one"
 
 
-def sort_and_dedupe(table: pa.Table, duplicates: str, src: str) -> tuple[pa.Table, bool, int]:
-    """Sort by key in unsigned byte order (what Arrow's binary sort and comparisons use, like
-    kvio) unless already sorted, then resolve duplicate keys. Returns (table, was_sorted,
-    dropped). The sort is stable, so "first"/"last" mean first/last in the input."""
-    table = table.combine_chunks()
-    n = table.num_rows
-    keys = table.column("key")
-    was_sorted = _all_true(pc.less_equal(keys.slice(0, n - 1), keys.slice(1))) if n > 1 else True
-    if not was_sorted:
-        table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
-        keys = table.column("key")
-    if n < 2:
-        return table, was_sorted, 0
-    same_as_next = pc.equal(keys.slice(0, n - 1), keys.slice(1)).combine_chunks()
-    if not pc.any(same_as_next).as_py():
-        return table, was_sorted, 0
-    if duplicates == "error":
-        row = pc.index(same_as_next, True).as_py()
-        raise KvioError("duplicate key in input (use --duplicates first or last to keep one)",
-                        file=src, key=keys[row].as_py())
-    differs = pc.invert(same_as_next)
-    edge = pa.array([True])
-    # first: keep a row unless it repeats the previous key; last: unless the next one repeats it.
-    keep = pa.concat_arrays([edge, differs] if duplicates == "first" else [differs, edge])
-    kept = table.filter(keep)
-    return kept, was_sorted, n - kept.num_rows
+def import_batches(kvs: KeyValueSystem, uri: str, mode: str, batches: Iterable[pa.RecordBatch],
+                   duplicates: str, on_written: Callable[[int], Any] | None = None
+                   ) -> tuple[dict | None, TaskResult]:
+    """Write batches in any order as a new store version through the bounded external sort
+    (``kvio.sort.memory``, spilling to ``kvio.sort.spill.dir``), and publish it.
+
+    Args:
+        kvs: settings and storage options.
+        uri: the store.
+        mode: ``error`` or ``overwrite``.
+        batches: the input; read once, as it is consumed.
+        duplicates: ``error``, ``first`` or ``last``.
+        on_written: progress of the final write (pairs).
+
+    Returns:
+        The commit record and what was written.
+
+    Raises:
+        KvioError: the store exists (mode error), bad input, a duplicate key; nothing is
+            published then.
+    """
+    io = FileIO(uri, allow_non_atomic=kvs.conf.allow_non_atomic, storage_options=kvs.storage_options)
+    fresh = not io.exists()
+    job = Job.setup(uri, mode=mode, conf=kvs.conf_overrides, storage_options=kvs.storage_options)
+    try:
+        result = write_any_order(job.ctx, 0, batches, duplicates=duplicates,
+                                 advice=_DUPLICATES_ADVICE, on_written=on_written)
+        record = job.commit([result.message], num_tasks=1)
+    except BaseException:
+        if not job.committed:
+            job.abort()
+            if fresh:
+                _remove_empty_store(io)
+        raise
+    return record, result
+
+
+def _remove_empty_store(io: FileIO) -> None:
+    """After an aborted import into a path that did not exist: remove the empty store
+    skeleton the job set up (marker, empty _staging and _versions), so the path does not look
+    like a store whose writer never finished. Anything else found there (another writer's
+    staging, a commit) is left alone."""
+    try:
+        names = set(io.listdir())
+        if names - {layout.MARKER, layout.STAGING, layout.VERSIONS} or \
+                io.listdir(layout.STAGING) or io.listdir(layout.VERSIONS):
+            return
+        io.delete_tree(layout.STAGING)
+        io.delete_tree(layout.VERSIONS)
+        io.delete_file(layout.MARKER)
+        if not io.listdir():
+            io.delete_tree()
+    except OSError:
+        pass  # best effort: the failure being reported matters more
 
 
 # ---- export: writing Arrow batches ---------------------------------------------------------

@@ -1,0 +1,93 @@
+"""Ctrl-C: every command stops on SIGINT with a short message and exit status 130.
+
+Python turns SIGINT into ``KeyboardInterrupt`` only when the main thread next runs Python code,
+so a command blocked inside native code (a network client retrying a connect, say) would
+ignore Ctrl-C. :class:`InterruptGuard` keeps the normal path, in which the exception unwinds
+through the command's cleanups (an unfinished import aborts its job) and ``main`` prints the
+message, and adds a watchdog thread woken by the signal itself (``signal.set_wakeup_fd``). If
+the main thread has not started handling the interrupt within :data:`GRACE_SECONDS`, or on a
+second Ctrl-C, the watchdog prints the message and ends the process with status 130. An
+unfinished write then leaves only staging behind, which no reader ever sees and ``kvio gc``
+removes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from types import FrameType
+from typing import Any
+
+from .output import PROG
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+GRACE_SECONDS = 2.0
+MESSAGE = f"{PROG}: interrupted"
+
+
+def _hard_exit() -> None:
+    # os.write, not print: the main thread may hold sys.stderr's lock forever.
+    try:
+        os.write(2, (MESSAGE + "\n").encode())
+    finally:
+        os._exit(EXIT_INTERRUPTED)
+
+
+class InterruptGuard:
+    """While active (a context manager), SIGINT raises ``KeyboardInterrupt`` in the main
+    thread as usual, and a watchdog ends the process if that does not happen in time.
+
+    Outside the main thread, or where signals cannot be set up, it does nothing."""
+
+    def __init__(self, grace: float = GRACE_SECONDS):
+        self.grace = grace
+        self._active = False
+        self._acknowledged = threading.Event()
+        self._closing = threading.Event()
+
+    def __enter__(self) -> "InterruptGuard":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            self._reader, self._writer = socket.socketpair()
+            self._writer.setblocking(False)  # required by set_wakeup_fd
+            self._old_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+            self._old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        except (ValueError, OSError):
+            return self
+        self._active = True
+        self._thread = threading.Thread(target=self._watch, name="kvio-interrupt", daemon=True)
+        self._thread.start()
+        return self
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self._acknowledged.set()
+        raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        seen = 0
+        while True:
+            try:
+                data = self._reader.recv(64)
+            except OSError:
+                return
+            if not data or self._closing.is_set():
+                return
+            seen += data.count(signal.SIGINT.value.to_bytes(1, "little"))
+            if not seen:
+                continue  # another signal Python also reports through the wakeup fd
+            if seen > 1 or not self._acknowledged.wait(self.grace):
+                if not self._closing.is_set():
+                    _hard_exit()
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._active:
+            return
+        self._closing.set()
+        signal.signal(signal.SIGINT, self._old_handler)
+        signal.set_wakeup_fd(self._old_fd)
+        self._writer.close()  # the watchdog's recv returns b"" and it ends
+        self._thread.join(timeout=5)
+        self._reader.close()
+        self._active = False
