@@ -179,15 +179,13 @@ def read_manifest(root: str, version: str) -> dict:
     entries = doc.get("partitions")
     if not isinstance(entries, list):
         raise Corrupt("partitions is not a list", path)
-    seen = set()
     for e in entries:
         if not isinstance(e, dict):
             raise Corrupt("partition entry is not an object", path)
         p = e.get("path")
         if not isinstance(p, str) or p.startswith("/") or p.count("/") > 1 \
-                or any(part in ("", ".", "..") for part in p.split("/")) or p in seen:
+                or any(part in ("", ".", "..") for part in p.split("/")):
             raise Corrupt(f"bad partition path {p!r}", path)
-        seen.add(p)
         if not (is_int(e.get("count")) and e["count"] >= 0 and is_int(e.get("size"))
                 and isinstance(e.get("footer_checksum"), str)
                 and re.fullmatch(r"[0-9a-f]{16}", e["footer_checksum"])):
