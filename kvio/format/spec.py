@@ -31,18 +31,49 @@ KNOWN_FLAGS = {1: 0}
 
 
 def checksum(data) -> int:
-    """XXH3-64 (seed 0) of a bytes-like object: every checksum in the format."""
+    """Every checksum in the format (docs/FORMAT.md conventions).
+
+    Args:
+        data: a bytes-like object.
+
+    Returns:
+        XXH3-64 with seed 0, as an unsigned 64-bit integer.
+    """
     return xxhash.xxh3_64_intdigest(data)
 
 
 def key_hash(key: bytes) -> int:
-    """The index hash of a key: XXH3-64, with 0 (the empty-slot marker) mapped to 1."""
+    """The hash index's hash of a key (docs/FORMAT.md §3.6).
+
+    Args:
+        key: the key.
+
+    Returns:
+        XXH3-64 of the key, with 0 (the empty-slot marker) replaced by 1.
+    """
     return xxhash.xxh3_64_intdigest(key) or 1
 
 
 def pad8(n: int) -> int:
+    """``n`` rounded up to a multiple of 8.
+
+    Args:
+        n: a length or offset (>= 0).
+
+    Returns:
+        The padded value.
+    """
     return (n + 7) & ~7
 
 
 def align(n: int, to: int) -> int:
+    """``n`` rounded up to a multiple of ``to``.
+
+    Args:
+        n: a length or offset (>= 0).
+        to: the alignment (> 0).
+
+    Returns:
+        The aligned value.
+    """
     return (n + to - 1) // to * to
