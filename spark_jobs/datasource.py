@@ -56,7 +56,7 @@ from pyspark.sql.types import BinaryType, DataType, StringType, StructField, Str
 from kvio import versions
 from kvio.committer import MODES, Job, JobContext
 from kvio.config import Config, parse_bool, parse_size
-from kvio.errors import KvioError
+from kvio.errors import InvalidArgumentError, KvioError
 from kvio.fs import FileIO
 from kvio.system import KeyValueSystem
 
@@ -103,7 +103,31 @@ def _choice(options: Mapping[str, str], name: str, allowed: Sequence[str], defau
 
 
 def _size(options: Mapping[str, str], name: str, default: int) -> int:
-    return parse_size(options[name]) if name in options else default
+    """A positive size option (``128MB``, ``4096``), or a clear error naming the option."""
+    if name not in options:
+        return default
+    try:
+        value = parse_size(options[name])
+    except KvioError:
+        raise InvalidArgumentError(f"option {name} must be a size such as 128MB or 4096, got "
+                                   f"{options[name]!r}") from None
+    if value < 1:
+        raise InvalidArgumentError(f"option {name} must be at least 1 byte, got {options[name]!r}")
+    return value
+
+
+def _positive_int(options: Mapping[str, str], name: str, default: int) -> int:
+    """A positive integer option, or a clear error naming the option."""
+    text = options.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise InvalidArgumentError(f"option {name} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise InvalidArgumentError(f"option {name} must be at least 1, got {text!r}")
+    return value
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -140,7 +164,7 @@ class KvStoreReader(DataSourceReader):
         self.storage_options = _storage_options(options)
         self.version = options.get("version") or None
         self.split_bytes = _size(options, "splitSize", 128 << 20)
-        self.min_splits = int(options.get("minSplits", 1))
+        self.min_splits = _positive_int(options, "minSplits", 1)
         self.pushdown = parse_bool(options.get("pushdown", "true"))
         self.batch_bytes = _size(options, "batchSize", 4 << 20)
         fields = _check_read_schema(schema)

@@ -89,7 +89,7 @@ def retry(workdir: str) -> dict[str, Any]:
     (flaky.write.format("kvstore").mode("overwrite")
      .option("kvio.partition.size.max", "16KB").save(store))
     with kvs.open_store(store) as reader:
-        entries = reader.manifest["partitions"]
+        entries = [p.to_json() for p in reader.manifest.partitions]
         result["retry_count"] = len(reader)
         result["retry_items_ok"] = list(reader.keys()) == [b"k%07d" % i for i in range(4000)]
         version_dir = os.path.join(store, "_versions", reader.version)

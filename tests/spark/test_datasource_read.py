@@ -51,7 +51,7 @@ def test_reads_every_pair_as_binary(spark, binary_store):
     assert [f.nullable for f in df.schema.fields] == [False, False]
     assert rows(df) == sorted(model.items())
     assert df.rdd.getNumPartitions() == 1  # 200 KB: one split of the default 128 MB
-    assert len(kvio.KeyValueSystem().open_store(uri).manifest["partitions"]) > 5
+    assert len(kvio.KeyValueSystem().open_store(uri).manifest.partitions) > 5
 
 
 def test_reads_strings(spark, string_store):
@@ -80,7 +80,7 @@ def test_user_schema_picks_types(spark, string_store):
 def test_split_size_and_min_splits_use_every_core(spark, tmp_path):
     uri = str(tmp_path / "one-partition")
     model = build(uri, [(b"%07d" % i, b"x" * 100) for i in range(20000)], {"kvio.block.size": "8KB"})
-    assert len(kvio.KeyValueSystem().open_store(uri).manifest["partitions"]) == 1
+    assert len(kvio.KeyValueSystem().open_store(uri).manifest.partitions) == 1
     assert load(spark, uri).rdd.getNumPartitions() == 1
     by_size = load(spark, uri, splitSize="512KB")
     assert by_size.rdd.getNumPartitions() >= 4
@@ -89,6 +89,18 @@ def test_split_size_and_min_splits_use_every_core(spark, tmp_path):
     via_helper = spark_jobs.read_store(spark, uri)  # minSplits = default parallelism (2)
     assert via_helper.rdd.getNumPartitions() == 2
     assert via_helper.count() == len(model)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("splitSize", "0", "splitSize must be at least 1 byte"),
+    ("splitSize", "lots", "splitSize must be a size"),
+    ("minSplits", "abc", "minSplits must be a whole number"),
+    ("minSplits", "0", "minSplits must be at least 1"),
+])
+def test_bad_read_options_name_the_option(spark, binary_store, option, value, message):
+    uri, _ = binary_store
+    with pytest.raises(Exception, match=message):
+        load(spark, uri, **{option: value}).count()
 
 
 def test_splits_come_out_in_key_order(spark, binary_store):
@@ -139,7 +151,7 @@ def test_overlapping_partitions_read_once_per_key(spark, pushdown, tmp_path):
     newer = build(b, [(b"%05d" % i, b"b") for i in range(0, 3000, 3)], SMALL)
     kvio.KeyValueSystem().merge_store(b, a)
     model.update(newer)
-    assert not kvio.KeyValueSystem().open_store(a).manifest["disjoint"]
+    assert not kvio.KeyValueSystem().open_store(a).manifest.disjoint
     assert rows(load(spark, a, splitSize="8KB")) == sorted(model.items())
     ranged = load(spark, a, splitSize="8KB").where(F.col("key").between(b"00100", b"00200"))
     assert rows(ranged) == sorted((k, v) for k, v in model.items() if b"00100" <= k <= b"00200")

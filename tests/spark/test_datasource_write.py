@@ -39,7 +39,7 @@ def test_round_trip_spark_python_spark(spark, tmp_path):
     summary = spark_jobs.write_store(df, uri, num_partitions=4)
     assert summary["records"] == 5000 and summary["partitions"] == 4
     assert store_items(uri) == expected  # the Python API reads what Spark wrote
-    assert manifest(uri)["disjoint"]
+    assert manifest(uri).disjoint
     back = spark.read.format("kvstore").load(uri)
     assert sorted((bytes(r.key), bytes(r.value)) for r in back.collect()) == expected
     assert staging_files(uri) == []
@@ -54,9 +54,9 @@ def test_direct_write_of_unsorted_rows_spills_and_sorts(spark, tmp_path):
      .option("kvio.partition.size.max", "128KB").save(uri))
     items = store_items(uri)
     assert items == sorted((b"u%06d" % ((i * 7919) % 20000), str(i).encode()) for i in range(20000))
-    parts = manifest(uri)["partitions"]
-    assert len(parts) > 4 and not manifest(uri)["disjoint"]  # each task's rows overlap the other's
-    assert manifest(uri)["count"] == 20000  # checked for shared keys, so the count is known
+    parts = manifest(uri).partitions
+    assert len(parts) > 4 and not manifest(uri).disjoint  # each task's rows overlap the other's
+    assert manifest(uri).count == 20000  # checked for shared keys, so the count is known
     assert not [n for n in os.listdir(tmp_path) if n.startswith("kvio-sort-")]
 
 
@@ -170,8 +170,8 @@ def test_conf_and_bad_options(spark, tmp_path):
     df = frame(spark, [(b"%05d" % i, b"x" * 100) for i in range(3000)], partitions=1)
     spark_jobs.write_store(df, uri, conf={"kvio.partition.size.max": "64KB",
                                           "kvio.block.compression": "zstd"})
-    parts = manifest(uri)["partitions"]
-    assert len(parts) > 3 and manifest(uri)["options"]["compression"] == "zstd"
+    parts = manifest(uri).partitions
+    assert len(parts) > 3 and manifest(uri).options["compression"] == "zstd"
     with pytest.raises(PySparkException, match="duplicates must be one of"):
         df.write.format("kvstore").mode("overwrite").option("duplicates", "any").save(uri)
     with pytest.raises(PySparkException, match="unknown setting 'kvio.nope'"):

@@ -85,7 +85,7 @@ def test_clone_and_export(spark, tmp_path, capsys):
         assert summary["records"] == summary["source_records"] == len(model)
         assert store_items(dest) == sorted(model.items())
         with kvio.KeyValueSystem().open_store(dest) as reader:
-            assert reader.manifest["disjoint"]
+            assert reader.manifest.disjoint
         if extra:
             assert summary["partitions"] == 3
     out = str(tmp_path / "out.parquet")
