@@ -208,6 +208,18 @@ def test_run_kv_test_reports_a_failed_check_and_cleans_up(tmp_path, capsys, monk
     assert not uri.exists()
 
 
+def test_run_kv_test_removes_its_store_after_an_error_while_writing(tmp_path, capsys, monkeypatch):
+    def value(i: int) -> bytes:
+        if i == 5:
+            raise RuntimeError("disk on fire")
+        return b"v"
+    monkeypatch.setattr(cli.smoke, "kv_test_value", value)
+    uri = tmp_path / "kv-test"
+    code, out, err = run(capsys, "run-kv-test", uri)
+    assert (code, out) == (1, "Failed the test!\n") and "disk on fire" in err
+    assert not uri.exists()
+
+
 def test_run_kv_test_keeps_the_user_conf(tmp_path, capsys):
     # The values are incompressible, so a codec does not change the partition count.
     code, out, _ = run(capsys, "--conf", "kvio.block.compression=zstd", "run-kv-test", tmp_path / "z")

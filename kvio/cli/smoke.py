@@ -17,12 +17,11 @@ import uuid
 
 from tqdm import tqdm
 
-from .. import layout, versions
-from ..errors import KvioError, StoreNotFoundError
+from .. import layout
+from ..errors import KvioError
 from ..fs import TMP_PREFIX, FileIO
 from ..system import KeyValueSystem
 from .output import PROG, _progress
-
 
 KV_TEST_PAIRS = 10
 KV_TEST_VALUE_BYTES = 512 * 1024
@@ -55,19 +54,22 @@ class _PathInUse(KvioError):
     """The path holds something run-kv-test did not write: the test refuses to touch it."""
 
 
-def _own_test_store(io: FileIO) -> bool:
+def _own_test_store(kvs: KeyValueSystem, io: FileIO, uri: str) -> bool:
     """Whether the path holds a store an earlier run-kv-test wrote (and died before deleting):
     it carries the test's marker, holds no other name and every version ever published in it
-    is the test's own."""
+    is the test's own (or none was: a write that was aborted may leave only the marker)."""
     try:
-        if any(name not in _TEST_STORE_NAMES and not name.startswith(TMP_PREFIX)
-               for name in io.listdir()):
+        names = io.listdir()
+        if any(name not in _TEST_STORE_NAMES and not name.startswith(TMP_PREFIX) for name in names):
             return False
         doc = json.loads(io.read_bytes(KV_TEST_MARKER))
         if not isinstance(doc, dict) or doc.get("kind") != KV_TEST_MARKER_KIND \
                 or not isinstance(doc.get("job"), str):
             return False
-        return all(d.get("version") in (None, doc["job"]) for d in versions.history(io))
+        if layout.COMMITS not in names:
+            return True
+        return all(d.get("version") in (None, doc["job"]) and "damaged" not in d
+                   for d in kvs.versions(uri))
     except (OSError, ValueError, KvioError):  # missing, unreadable or corrupt: not provably ours
         return False
 
@@ -85,11 +87,8 @@ def _claim_path(kvs: KeyValueSystem, io: FileIO, uri: str) -> bool:
         return False
     if io.isdir() and not io.listdir():
         return True
-    if _own_test_store(io):
-        try:
-            kvs.delete_store(uri)
-        except StoreNotFoundError:
-            pass
+    if _own_test_store(kvs, io, uri):
+        _remove_test_store(kvs, io, uri)
         return False
     what = ("a file" if not io.isdir() else
             "a kvio store" if io.exists(layout.MARKER) or io.exists(layout.COMMITS) else
@@ -97,6 +96,18 @@ def _claim_path(kvs: KeyValueSystem, io: FileIO, uri: str) -> bool:
     raise _PathInUse(f"run-kv-test refuses to use this path: it holds {what} that run-kv-test "
                      "did not write (a smoke test never deletes data); give a path that does not "
                      "exist", store=uri)
+
+
+def _remove_test_store(kvs: KeyValueSystem, io: FileIO, uri: str) -> None:
+    """Remove a store _own_test_store accepted: the store, or what an aborted write left."""
+    names = io.listdir()
+    if layout.MARKER in names or layout.COMMITS in names:
+        kvs.delete_store(uri)  # removes the marker with the rest
+        return
+    # An aborted first write removed its store skeleton: the marker (and empty directories) left.
+    io.delete_file(KV_TEST_MARKER)
+    if not any(io.listdir(name) for name in names):
+        io.delete_tree()
 
 
 def _marker(job_id: str) -> bytes:
@@ -173,9 +184,7 @@ def _cleanup_after_failure(kvs: KeyValueSystem, io: FileIO, uri: str) -> None:
     """Delete the test store, only if it is provably this test's (marked, nothing else
     published in it): a failure before the marker leaves whatever is there alone."""
     try:
-        if _own_test_store(io):
-            kvs.delete_store(uri)
-    except StoreNotFoundError:
-        pass
+        if _own_test_store(kvs, io, uri):
+            _remove_test_store(kvs, io, uri)
     except (KvioError, OSError) as exc:
         print(f"{PROG}: run-kv-test: could not remove {uri}: {exc}", file=sys.stderr)
