@@ -101,3 +101,8 @@ class ReaderClosedError(KvioError):
 class VersionNotRetainedError(StoreNotFoundError):
     """The version asked for is in the store's history but its files were removed by retention
     or ``gc`` (or it was never retained)."""
+
+
+class FilesystemUnreachableError(KvioError):
+    """A remote filesystem (an HDFS NameNode) refused the connection or did not answer within
+    ``kvio.fs.connect.timeout``."""

@@ -34,6 +34,8 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from .config import Config
+from .connect import check_reachable
 from .errors import InvalidArgumentError, UnsafeFilesystemError
 
 _MEMORY_LOCK = threading.Lock()
@@ -127,7 +129,8 @@ class FileIO:
     Raises InvalidArgumentError for a root that fsspec's generic move and delete would expand
     as a glob pattern (object stores, memory)."""
 
-    def __init__(self, uri: str, *, allow_non_atomic: bool = False, storage_options: dict | None = None):
+    def __init__(self, uri: str, *, allow_non_atomic: bool = False,
+                 storage_options: dict | None = None, connect_timeout: float | None = None):
         self.uri = uri
         options = dict(storage_options or {})
         if is_url(uri) and uri.split("://", 1)[0] in _HDFS_NATIVE_PROTOCOLS:
@@ -135,8 +138,8 @@ class FileIO:
             # clears that cache in the child, and dropping a cached hdfs-native client there
             # hangs (seen with mrjob's local runner forking its task pool).
             options.setdefault("skip_instance_cache", True)
-        self.fs, root = filesystem_for(uri, options)
-        self.capability, self.capability_reason = detect_capability(self.fs)
+        self._fs, root = filesystem_for(uri, options)
+        self.capability, self.capability_reason = detect_capability(self._fs)
         self.is_local = self.capability == LOCAL
         self.is_memory = self.capability == MEMORY
         self.atomic_rename = self.capability == HDFS_NOREPLACE
@@ -149,6 +152,22 @@ class FileIO:
                 "the path contains a glob character (*, ? or [), which this filesystem's move "
                 "and delete would treat as a pattern matching other paths; use another name",
                 store=self.uri)
+        # None: kvio.fs.connect.timeout from the defaults, $KVIO_CONF and the environment.
+        self.connect_timeout = connect_timeout
+        self._first_contact_pending = self.atomic_rename  # hdfs-native (see kvio/connect.py)
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem. On HDFS its first use checks that the NameNode answers within
+        ``kvio.fs.connect.timeout`` (building the client contacts nothing), raising
+        FilesystemUnreachableError with the store's URI instead of hanging for minutes."""
+        if self._first_contact_pending:
+            timeout = self.connect_timeout
+            if timeout is None:
+                timeout = Config().connect_timeout
+            check_reachable(self._fs, self.root, self.uri, timeout)
+            self._first_contact_pending = False
+        return self._fs
 
     # ---- paths -------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -174,9 +193,9 @@ class FileIO:
                 return os.path.samefile(self.root, other.root)
             except OSError:  # one of them does not exist
                 return os.path.realpath(self.root) == os.path.realpath(other.root)
-        if type(self.fs) is not type(other.fs):
+        if type(self._fs) is not type(other._fs):
             return False
-        return bool(self.fs.unstrip_protocol(self.root) == other.fs.unstrip_protocol(other.root))
+        return bool(self._fs.unstrip_protocol(self.root) == other._fs.unstrip_protocol(other.root))
 
     @property
     def can_publish_atomically(self) -> bool:

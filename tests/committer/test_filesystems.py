@@ -16,6 +16,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from kvio import CommitError, KeyValueSystem, UnsafeFilesystemError
 from kvio import fs as kvfs
 from kvio.committer import Job
+from kvio.errors import FilesystemUnreachableError
 from kvio.fs import FileIO, detect_capability
 
 
@@ -81,10 +82,12 @@ def test_hdfs_native_is_detected_and_uses_its_no_overwrite_rename():
     hdfs_native_fsspec = pytest.importorskip("hdfs_native.fsspec")
     # Constructing the client does not contact the NameNode, so this runs without a cluster.
     io = FileIO("hdfs://127.0.0.1:1/data/store ü")
-    assert isinstance(io.fs, hdfs_native_fsspec.HdfsFileSystem)  # fsspec's hdfs:// is hdfs-native
+    # fsspec's hdfs:// is hdfs-native (the only filesystem detected as HDFS_NOREPLACE)
     assert io.capability == kvfs.HDFS_NOREPLACE and io.atomic_rename and io.can_publish_atomically
     assert io.root == "/data/store ü"
     io.require_atomic()
+    with pytest.raises(FilesystemUnreachableError):  # its first use does (tests/test_connect.py)
+        io.exists()
     assert detect_capability(hdfs_native_fsspec.ViewfsFileSystem)[0] == kvfs.HDFS_NOREPLACE
 
 
