@@ -60,12 +60,8 @@ def _parse_conf_text(text: str, source: str) -> dict[str, str]:
 
 
 def _defaults_text() -> str:
-    # Installed package: kvio/_defaults.conf is a copy made at build time; in a source checkout
-    # read conf/kvio-defaults.conf directly so there is one file to edit.
-    here = Path(__file__).resolve().parent
-    source_copy = here.parent / "conf" / "kvio-defaults.conf"
-    if source_copy.is_file():
-        return source_copy.read_text()
+    # conf/kvio-defaults.conf is the one file to edit; kvio/kvio-defaults.conf links to it in a
+    # checkout and is that file itself in a built wheel (tests/test_packaging.py checks both).
     return resources.files("kvio").joinpath("kvio-defaults.conf").read_text()
 
 
@@ -116,6 +112,8 @@ class Config:
         self.allow_non_atomic = typed("kvio.commit.allow.non.atomic", parse_bool)
         self.staging_max_age = typed("kvio.staging.max.age", parse_duration)
         self.connect_timeout = typed("kvio.fs.connect.timeout", parse_duration)
+        self.sort_memory = typed("kvio.sort.memory", parse_size)
+        self.sort_spill_dir = str(merged["kvio.sort.spill.dir"]).strip() or None
         if self.compression not in ("none", "zstd", "lz4"):
             raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
         if not 0.1 <= self.index_load_factor <= 0.95:
@@ -124,6 +122,8 @@ class Config:
             raise ConfigError("kvio.partition.size.max must be >= 1KB and kvio.block.size >= 64B")
         if self.open_partitions < 1 or self.merge_bytes < 1:
             raise ConfigError("kvio.read.open.partitions and kvio.read.merge.bytes must be at least 1")
+        if self.sort_memory < 64 * 1024:
+            raise ConfigError("kvio.sort.memory must be at least 64KB")
         if self.versions_retain < 1:
             raise ConfigError("kvio.versions.retain must be at least 1")
         if self.connect_timeout <= 0:
