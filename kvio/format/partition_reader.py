@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from ..byteslike import as_bytes
-from ..errors import CorruptStoreError, UnsupportedFormatError
+from ..errors import CorruptStoreError, ReaderClosedError, UnsupportedFormatError
 from .source import Source
 from .spec import (CODECS, HEADER, INDEX_ALIGN, INDEX_HASH, INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS,
                    KNOWN_FLAGS, PARTITION_MAGIC, SUPPORTED_VERSIONS, TRAILER, align, checksum, pad8)
@@ -687,7 +687,11 @@ class PartitionReader:
             if hi > lo and bytes(self.source.read(lo, hi - lo)) != bytes(hi - lo):
                 raise self._corrupt(f"padding bytes {lo}..{hi - 1} are not zero")
 
+    def _closed_get(self, key: Any, default: Any = None) -> Any:
+        raise ReaderClosedError("partition reader is closed", store=self.store, file=self.name)
+
     def close(self) -> None:
+        """Release the file (idempotent); later lookups raise ReaderClosedError."""
         if self.closed:
             return
         self.closed = True
@@ -698,8 +702,16 @@ class PartitionReader:
         self._page_ok[:] = False
         self._pages_verified = 0
         self._block_ok[:] = False
+        # Drop everything that holds a buffer export of the mapping (the lookup closure, the
+        # Arrow buffer, the LRUs' bound methods that make a reference cycle), so that the map
+        # -- and, before Python 3.13, its file descriptor -- is released now, not at the next
+        # garbage collection: a reader that keeps a bounded number of partitions open relies
+        # on that.
+        self.get = self._closed_get
+        self._block_lru = self._page_lru = None
         if self._mapped:
             self._table = self._u64 = None
+            self._buffer = self._raw = None
             self._words.release()
         try:
             self.source.close()
