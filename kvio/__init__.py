@@ -4,7 +4,7 @@ The core imports no Spark and no mrjob; see ``spark_jobs`` and ``mr_jobs`` for t
 """
 __version__ = "0.1.0"
 
-from .errors import (CommitError, ConcurrentCommitError, ConfigError, CorruptStoreError,  # noqa: E402
+from .errors import (ArgumentTypeError, CommitError, ConcurrentCommitError, ConfigError, CorruptStoreError,  # noqa: E402
                      IncompleteStoreError, InvalidArgumentError, KeyOrderError, KvioError,
                      NotAStoreError, PairTooLargeError, ReaderClosedError, StoreExistsError,
                      StoreNotFoundError, UnsafeFilesystemError, UnsupportedFormatError,
@@ -14,7 +14,7 @@ from .system import KeyValueSystem  # noqa: E402
 from .writer import StoreWriter  # noqa: E402
 
 __all__ = [
-    "KeyValueSystem", "StoreReader", "StoreWriter", "KvioError", "StoreExistsError",
+    "KeyValueSystem", "StoreReader", "ArgumentTypeError", "StoreWriter", "KvioError", "StoreExistsError",
     "StoreNotFoundError", "NotAStoreError", "IncompleteStoreError", "CorruptStoreError",
     "UnsupportedFormatError", "KeyOrderError", "PairTooLargeError", "ConfigError", "CommitError",
     "ConcurrentCommitError", "UnsafeFilesystemError", "WriterClosedError", "InvalidArgumentError",

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ArgumentTypeError
+
 
 def as_bytes(obj: Any, what: str = "key") -> bytes:
     """``obj`` as bytes: bytes pass through, bytearray/memoryview are copied, anything else
-    (None, str, int...) is a TypeError that says what was expected."""
+    (None, str, int...) is an ArgumentTypeError (an InvalidArgumentError and a TypeError) that
+    says what was expected."""
     if type(obj) is bytes:
         return obj
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
-    raise TypeError(f"{what} must be bytes, got {type(obj).__name__}"
+    raise ArgumentTypeError(f"{what} must be bytes, got {type(obj).__name__}"
                     + (" (encode str with .encode())" if isinstance(obj, str) else ""))

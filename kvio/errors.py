@@ -94,6 +94,11 @@ class InvalidArgumentError(KvioError, ValueError):
     Also a ``ValueError``, so code that guards calls with ``except ValueError`` keeps working."""
 
 
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong type (e.g. ``str`` where a key must be ``bytes``). Also a
+    ``TypeError``, as Python's own type errors are, so both kinds of handler catch it."""
+
+
 class ReaderClosedError(KvioError):
     """A reader (or a partition reader) was used after ``close()``."""
 
