@@ -247,7 +247,7 @@ class PartitionReader:
     # ---- verified pieces -----------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closed:
-            raise ValueError(f"partition reader for {self.name} is closed")
+            raise ReaderClosedError("partition reader is closed", store=self.store, file=self.name)
 
     def _load_page(self, p: int) -> memoryview:
         self._check_open()
@@ -639,7 +639,9 @@ class PartitionReader:
 
         Raises:
             CorruptStoreError: naming this file, at the first problem found.
+            ReaderClosedError: the reader was closed.
         """
+        self._check_open()
         self._verify_layout()
         for p in range(self.index_pages):
             start = self._index_offset + p * INDEX_PAGE_BYTES

@@ -425,3 +425,21 @@ def test_verify_all_checks_block_layout_and_padding():
         with pytest.raises(CorruptStoreError, match="padding") as exc:
             reader.verify_all()
         assert exc.value.file == "pad.kvp"
+
+
+def test_use_after_close_raises_reader_closed():
+    """Every read path of a closed partition reader raises ReaderClosedError naming the file
+    (before: get did, while get_many, scans and verify_all raised a bare ValueError)."""
+    from kvio import ReaderClosedError
+    keys, values = make_pairs(300, seed=10)
+    data, _ = write_partition(keys, values, codec="zstd")
+    for source in (BufferSource(data, name="c.kvp"),
+                   RangeSource(lambda o, n: data[o:o + n], len(data), "c.kvp")):
+        reader = PartitionReader(source, store="s")
+        reader.close()
+        reader.close()  # idempotent
+        for use in (lambda: reader.get(keys[0]), lambda: reader.get_many(keys),
+                    lambda: list(reader.iter_batches()), reader.verify_all):
+            with pytest.raises(ReaderClosedError) as exc:
+                use()
+            assert exc.value.file == "c.kvp"
