@@ -438,8 +438,8 @@ def test_use_after_close_raises_reader_closed():
         reader = PartitionReader(source, store="s")
         reader.close()
         reader.close()  # idempotent
-        for use in (lambda: reader.get(keys[0]), lambda: reader.get_many(keys),
-                    lambda: list(reader.iter_batches()), reader.verify_all):
+        for use in (lambda r: r.get(keys[0]), lambda r: r.get_many(keys),
+                    lambda r: list(r.iter_batches()), lambda r: r.verify_all()):
             with pytest.raises(ReaderClosedError) as exc:
-                use()
+                use(reader)
             assert exc.value.file == "c.kvp"
