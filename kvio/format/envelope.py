@@ -1,7 +1,7 @@
 """Checksummed JSON documents (manifests, commit records, the store marker).
 
 A document is one ASCII header line ``<KIND> <format version> <xxh3-64 hex of body>\\n``
-followed by the UTF-8 JSON body (docs/FORMAT.md §2). Any flipped byte breaks the header, the
+followed by the UTF-8 JSON body (docs/FORMAT.md §2.1). Any flipped byte breaks the header, the
 checksum or both.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def encode(kind: str, body: dict[str, Any]) -> bytes:
 
 def decode(kind: str, blob: bytes, *, store: str | None = None,
            file: str | None = None) -> dict[str, Any]:
-    """Check and parse a document, in the order docs/FORMAT.md §2 gives.
+    """Check and parse a document, in the order docs/FORMAT.md §2.1 gives.
 
     Args:
         kind: the kind the caller expects.

@@ -143,7 +143,7 @@ class PartitionReader:
             raise self._corrupt("trailer is damaged (magic or trailer checksum mismatch)")
         # The header has no checksum of its own: it is protected by agreeing with the
         # checksummed trailer. Only when both agree is an unknown version or flag a newer
-        # writer rather than damage (docs/FORMAT.md §3.1, §8).
+        # writer rather than damage (docs/FORMAT.md §3.2, §7).
         if (version, flags) != (t_version, t_flags):
             raise self._corrupt(f"header (format version {version}, flags {flags:#x}) "
                                 f"disagrees with the trailer (format version {t_version}, "
@@ -670,7 +670,7 @@ class PartitionReader:
 
     def _verify_layout(self) -> None:
         """Blocks lie back to back from the header on, each followed by zero padding to 8 bytes,
-        then zero padding up to the 4 KiB aligned index (docs/FORMAT.md §3.2). These padding
+        then zero padding up to the 4 KiB aligned index (docs/FORMAT.md §3.1). These padding
         bytes are the only ones no checksum covers; readers never use them, verify checks them
         so that no byte of a file escapes verification."""
         pos, gaps = HEADER.size, []

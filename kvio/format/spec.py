@@ -26,7 +26,7 @@ CODECS = ("none", "zstd", "lz4")
 INDEX_HASH = "xxh3_64"
 
 #: Flag bits (header and trailer ``flags``) defined by each supported format version. Version 1
-#: defines none, so a set bit means a newer writer (docs/FORMAT.md §3.1).
+#: defines none, so a set bit means a newer writer (docs/FORMAT.md §3.2).
 KNOWN_FLAGS = {1: 0}
 
 
