@@ -12,14 +12,13 @@ The manifest is parsed and validated once, into the frozen :class:`Manifest` and
 """
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CorruptStoreError
+from ..errors import CorruptStoreError, UnsupportedFormatError
 from . import envelope
-from .spec import FORMAT_VERSION
+from .spec import FORMAT_VERSION, SUPPORTED_VERSIONS
 
 KIND = "KVIOMANIFEST"
 ROUTING = "key-range-priority"
@@ -198,9 +197,13 @@ class Manifest:
                 raise TypeError("partitions is not a list")
             entries = tuple(PartitionEntry.from_json(p) for p in parts)
             for p in entries:
-                if posixpath.normpath(p.path) != p.path or p.path.startswith(("/", "..")) \
-                        or p.path.count("/") > 1:
+                names = p.path.split("/")
+                if len(names) > 2 or any(n in ("", ".", "..") for n in names):
                     raise ValueError(f"partition path {p.path!r} leaves the version directory")
+            if len({p.path for p in entries}) != len(entries):
+                raise ValueError("a partition path is listed twice")
+            if doc.get("format") != "kvio-manifest":
+                raise ValueError(f"format is {doc.get('format')!r}, not 'kvio-manifest'")
             if not isinstance(doc["disjoint"], bool):
                 raise TypeError("disjoint is not a boolean")
             count = doc.get("count")
@@ -211,12 +214,16 @@ class Manifest:
             options = doc.get("options") or {}
             if not isinstance(options, dict):
                 raise TypeError("options is not an object")
-            if doc.get("routing", ROUTING) != ROUTING:
-                raise ValueError(f"unknown routing {doc.get('routing')!r}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStoreError(f"manifest is malformed: {exc}", store=store, file=file) from None
-        manifest = cls(doc["version"], entries, doc["disjoint"], count, options,
-                       doc.get("format_version", FORMAT_VERSION))
+        format_version = doc.get("format_version", FORMAT_VERSION)
+        if format_version not in SUPPORTED_VERSIONS or doc.get("routing", ROUTING) != ROUTING:
+            # Checksummed and well formed, so written by a newer kvio, not damaged.
+            raise UnsupportedFormatError(
+                f"manifest format version {format_version!r} with routing {doc.get('routing')!r} "
+                f"is not supported (this kvio reads versions {sorted(SUPPORTED_VERSIONS)}, "
+                f"routing {ROUTING!r})", store=store, file=file)
+        manifest = cls(doc["version"], entries, doc["disjoint"], count, options, format_version)
         derived = cls.build(manifest.version, entries, options)
         if derived.disjoint != manifest.disjoint and manifest.disjoint:
             # A reader that trusted a wrong "disjoint" would binary-search and miss keys.

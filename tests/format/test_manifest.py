@@ -122,3 +122,19 @@ def test_manifest_claiming_disjoint_with_overlapping_ranges_is_corrupt():
     doc["disjoint"] = True  # a reader trusting it would binary-search and miss keys
     with pytest.raises(CorruptStoreError, match="overlap"):
         Manifest.decode(_encode(doc))
+
+
+def test_manifest_names_and_versions():
+    ok = Manifest.build("v1", [_part("..foo/x.kvp", b"a", b"b")], {})  # a legal directory name
+    assert Manifest.decode(ok.encode()).partitions[0].path == "..foo/x.kvp"
+    twice = _raw(Manifest.build("v1", [_part("t/1.kvp", b"a", b"b"), _part("t/2.kvp", b"c", b"d")], {}))
+    twice["partitions"][1]["path"] = "t/1.kvp"
+    with pytest.raises(CorruptStoreError, match="twice"):
+        Manifest.decode(_encode(twice))
+    for change, error in (({"format": "other"}, CorruptStoreError),
+                          ({"format_version": 99}, UnsupportedFormatError),
+                          ({"routing": "hash"}, UnsupportedFormatError)):
+        doc = _raw(Manifest.build("v1", [], {}))
+        doc.update(change)
+        with pytest.raises(error):
+            Manifest.decode(_encode(doc))
