@@ -240,14 +240,16 @@ def _sorted(table: pa.Table) -> pa.Table:
 class ExternalSorter:
     """Sorts batches of any size in about ``memory`` bytes of buffer.
 
-    :meth:`add` buffers batches; each time ``memory`` bytes are buffered they are sorted
-    (stably, so ties keep arrival order) and spilled to ``spill_dir`` as one run.
-    :meth:`merged` yields every row in key order. Use it as a context manager (or call
-    :meth:`close`): that removes the spilled runs.
+    :meth:`add` buffers batches. They are sorted a chunk at a time (a sixteenth of the
+    budget), and each time ``memory`` bytes are buffered the sorted chunks are merged into one
+    run spilled to ``spill_dir``, so no step copies the whole buffer. :meth:`merged` yields
+    every row in key order. Sorts are stable and merges prefer earlier runs, so ties keep
+    arrival order. Use it as a context manager (or call :meth:`close`): that removes the
+    spilled runs.
 
     Args:
-        memory: bytes of input buffered before a run is spilled. Sorting a full buffer needs
-            about as much again, so peak memory is about twice this.
+        memory: bytes of input buffered before a run is spilled; peak memory is about one and
+            a half times this.
         spill_dir: a local directory; the runs go into a fresh ``kvio-sort-*`` directory in it
             (created on the first spill).
     """
@@ -256,11 +258,14 @@ class ExternalSorter:
         self.memory = max(1, int(memory))
         self.spill_root = spill_dir
         self.spill_dir: str | None = None
-        self.buffer: list[pa.RecordBatch] = []
+        self.batch_bytes = min(_MAX_BATCH_BYTES, max(_MIN_BATCH_BYTES, self.memory // 64))
+        self.chunk_bytes = max(self.batch_bytes, self.memory // 16)
+        self.pending: list[pa.RecordBatch] = []  # not sorted yet
+        self.pending_bytes = 0
+        self.chunks: list[pa.Table] = []         # sorted, in arrival order
         self.buffered = 0
         self.runs: list[str] = []
         self._made = 0
-        self.batch_bytes = min(_MAX_BATCH_BYTES, max(_MIN_BATCH_BYTES, self.memory // 64))
 
     def __enter__(self) -> "ExternalSorter":
         return self
@@ -282,15 +287,27 @@ class ExternalSorter:
         """
         if batch.num_rows == 0:
             return
-        self.buffer.append(batch)
+        self.pending.append(batch)
+        self.pending_bytes += batch.nbytes
         self.buffered += batch.nbytes
+        if self.pending_bytes >= self.chunk_bytes:
+            self._sort_pending()
         if self.buffered >= self.memory:
             self._spill()
 
-    def _take_buffer(self) -> pa.Table:
-        table = pa.Table.from_batches(self.buffer, SCHEMA)
-        self.buffer, self.buffered = [], 0
-        return _sorted(table)
+    def _sort_pending(self) -> None:
+        if self.pending:
+            table = pa.Table.from_batches(self.pending, SCHEMA).combine_chunks()
+            self.pending, self.pending_bytes = [], 0
+            self.chunks.append(_sorted(table))
+
+    def _memory_runs(self) -> list[list[pa.RecordBatch]]:
+        """The buffer as sorted runs in small batches (slices: merging them takes rounds of a
+        few batches, not the whole buffer), and empty it."""
+        self._sort_pending()
+        runs = [list(_rebatch(chunk.to_batches(), self.batch_bytes)) for chunk in self.chunks]
+        self.chunks, self.buffered = [], 0
+        return runs
 
     def _new_run_path(self) -> str:
         if self.spill_dir is None:
@@ -300,10 +317,8 @@ class ExternalSorter:
         return os.path.join(self.spill_dir, f"run-{self._made:05d}.arrows")
 
     def _spill(self) -> None:
-        table = self._take_buffer()
         path = self._new_run_path()
-        _write_run(path, table.to_batches(), self.batch_bytes)
-        del table
+        _write_run(path, merge_runs(self._memory_runs()), self.batch_bytes)
         self.runs.append(path)
 
     def _reduce_runs(self) -> None:
@@ -326,16 +341,14 @@ class ExternalSorter:
         Returns:
             An iterator of batches of :data:`SCHEMA`, sorted; ties in arrival order.
         """
-        last: list[Iterable[pa.RecordBatch]] = []
-        if self.buffer:
-            last = [list(_rebatch(self._take_buffer().to_batches(), self.batch_bytes))]
+        in_memory = self._memory_runs()
         self._reduce_runs()
-        runs = [*before, *(_read_run(p) for p in self.runs), *last]
-        return merge_runs(runs)
+        return merge_runs([*before, *(_read_run(p) for p in self.runs), *in_memory])
 
     def close(self) -> None:
         """Remove the spilled runs (idempotent)."""
-        self.buffer, self.buffered, self.runs = [], 0, []
+        self.pending, self.pending_bytes, self.chunks, self.buffered = [], 0, [], 0
+        self.runs = []
         if self.spill_dir is not None:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
             self.spill_dir = None
