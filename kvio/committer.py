@@ -36,6 +36,7 @@ from . import layout, versions
 from .config import Config
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, InvalidArgumentError,
                      KvioError, StoreExistsError, StoreNotFoundError)
+from .format.commit_record import CommitRecord
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import RangeSource
@@ -58,6 +59,10 @@ class JobContext:
     storage_options: dict[str, Any] = field(default_factory=dict)
     skip: bool = False  # mode=ignore on an existing store: tasks write nothing
     base_version: str | None = None  # the live version the job started from (None: no store)
+    # What setup created (store-relative names; "" is the store directory): an abort removes
+    # these again when nothing else uses them, so a failed first write leaves no store behind.
+    created: list[str] = field(default_factory=list)
+    base_damaged: bool = False  # a repair: the record at base_seq is damaged
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +147,46 @@ class TaskAttempt:
             self.io.delete_tree(self.dir)
 
 
+def _repair_base(io: FileIO) -> versions.StoreState:
+    """The state a repair starts from: the damaged newest record's seq and no live version."""
+    commits = versions.read_log(io)
+    if not commits.head_damaged:
+        raise CorruptStoreError(f"the newest commit record ({commits.newest_seq}) is not damaged: "
+                                "nothing to repair", store=io.uri)
+    return versions.StoreState(commits.newest_seq, None)
+
+
+def _create_staging(io: FileIO, ctx: JobContext) -> None:
+    """Create the store's directories, the job's staging directory and the marker, recording
+    in ``ctx.created`` what this job created (its abort removes that again if unused)."""
+    created: set[str] = set()
+    for _ in range(10):
+        for rel in ("", layout.STAGING, layout.VERSIONS):
+            if io.create_dir(rel):
+                created.add(rel)
+        try:
+            io.mkdir(layout.staging_dir(ctx.job_id))
+            break
+        except FileNotFoundError:
+            # Another job's failed first write removed the empty directories it had created
+            # between our steps: create them again.
+            continue
+    else:
+        raise CommitError("could not create the job's staging directory: the store's "
+                          "directories kept disappearing", store=ctx.uri)
+    # The marker comes last: until a job has a staging directory, another job's abort may
+    # remove it (and the commit creates it again if it is gone).
+    if versions.ensure_marker(io):
+        created.add(layout.MARKER)
+    ctx.created = sorted(created)
+    if not check_same_device(io, layout.STAGING, layout.VERSIONS) or \
+            not check_same_device(io, layout.STAGING, layout.COMMITS):
+        Job(ctx).abort()
+        raise CommitError("_staging is on a different device than _versions/_commits: the "
+                          "commit rename would be a copy, not an atomic step; remove the "
+                          "mount or symlink under the store", store=ctx.uri)
+
+
 class Job:
     """Driver side of one write job."""
 
@@ -150,7 +195,7 @@ class Job:
         self.io = ctx.file_io()
         self.conf = Config(ctx.conf)
         self.committed = False
-        self.record: dict[str, Any] | None = None
+        self.record: CommitRecord | None = None
         self._carried = 0
 
     @property
@@ -159,15 +204,36 @@ class Job:
 
     @classmethod
     def setup(cls, uri: str, mode: str = "error", conf: dict[str, Any] | None = None,
-              storage_options: dict[str, Any] | None = None) -> "Job":
+              storage_options: dict[str, Any] | None = None, *, repair: bool = False) -> "Job":
+        """Start a write job: check the mode against the store, create the staging directory.
+
+        Args:
+            uri: the store.
+            mode: error, ignore, overwrite or append (docs/COMMIT.md).
+            conf: setting overrides (``kvio.*``).
+            storage_options: passed to fsspec.
+            repair: start on top of a damaged newest commit record (only ``kvio repair``
+                does this; ``mode`` must be overwrite).
+
+        Returns:
+            The job; ``job.ctx`` is what tasks need.
+
+        Raises:
+            InvalidArgumentError: an unknown mode.
+            StoreExistsError: mode error and the store exists, or the path holds other data.
+            CorruptStoreError: the newest commit record is damaged (or, with ``repair``, it is
+                not).
+            CommitError: staging would be on another device than the store's versions.
+        """
         if mode not in MODES:
-            raise KvioError(f"unknown write mode {mode!r}; use one of {', '.join(MODES)}", store=uri)
+            raise InvalidArgumentError(f"unknown write mode {mode!r}; use one of "
+                                       f"{', '.join(MODES)}", store=uri)
         cfg = Config(conf)
         io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
         io.require_atomic()
         if io.exists() and not io.isdir():
             raise StoreExistsError("path exists and is a file, not a store", store=uri)
-        state = versions.read_state(io)
+        state = _repair_base(io) if repair else versions.read_state(io)
         skip = False
         if state.live:
             if mode == "error":
@@ -175,25 +241,17 @@ class Job:
                                        "mode='overwrite' to replace it or 'append' to add to it",
                                        store=uri)
             skip = mode == "ignore"
-        elif state.commit is None and not io.exists(layout.MARKER):
+        elif state.seq == 0 and not io.exists(layout.MARKER):
             foreign = [n for n in io.listdir() if n not in _OWN_NAMES and not n.startswith(TMP_PREFIX)]
             if foreign:
                 raise StoreExistsError("directory exists, is not empty and is not a kvio store "
                                        f"(holds {foreign[:3]}); refusing to write into it", store=uri)
         ctx = JobContext(uri=uri, job_id=layout.new_job_id(), mode=mode, base_seq=state.seq,
                          conf=dict(conf or {}), storage_options=dict(storage_options or {}),
-                         skip=skip, base_version=state.version if state.live else None)
+                         skip=skip, base_version=state.version if state.live else None,
+                         base_damaged=repair)
         if not skip:
-            io.makedirs("")
-            versions.ensure_marker(io)
-            io.makedirs(layout.STAGING)
-            io.makedirs(layout.VERSIONS)
-            if not check_same_device(io, layout.STAGING, layout.VERSIONS) or \
-                    not check_same_device(io, layout.STAGING, layout.COMMITS):
-                raise CommitError("_staging is on a different device than _versions/_commits: the "
-                                  "commit rename would be a copy, not an atomic step; remove the "
-                                  "mount or symlink under the store", store=uri)
-            io.mkdir(layout.staging_dir(ctx.job_id))
+            _create_staging(io, ctx)
         return cls(ctx)
 
     def task(self, task_id: int, attempt_id: str | int | None = None) -> TaskAttempt:
@@ -305,15 +363,15 @@ class Job:
         return self.carry(self.io, base, manifest)
 
     # ---- commit ------------------------------------------------------------------------
-    def _own_commit(self) -> dict[str, Any] | None:
-        for doc in reversed(versions.history(self.io)):
-            if doc.get("job") == self.ctx.job_id and doc.get("version") == self.ctx.job_id:
-                return doc
+    def _own_commit(self) -> CommitRecord | None:
+        for record in reversed(versions.history(self.io)):
+            if record.job == self.ctx.job_id and record.version == self.ctx.job_id:
+                return record
         return None
 
     def commit(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None = None,
                extra_partitions: Iterable[PartitionEntry] = (), count: int | None = None,
-               op: str | None = None, note: dict[str, Any] | None = None) -> dict | None:
+               op: str | None = None, note: dict[str, Any] | None = None) -> CommitRecord | None:
         """Publish the job's version; returns its commit record, or None when nothing was
         published on purpose (mode=ignore and the store exists).
 
@@ -325,14 +383,14 @@ class Job:
         ctx, uri = self.ctx, self.ctx.uri
         if ctx.skip:
             return None
-        if self.committed:
-            raise CommitError(f"job was already committed (commit {self.record['seq']})", store=uri,
+        if self.record is not None:
+            raise CommitError(f"job was already committed (commit {self.record.seq})", store=uri,
                               landed=True)
         job_dir = layout.staging_dir(ctx.job_id)
         if not self.io.exists(job_dir):
             own = self._own_commit()
             if own is not None:
-                raise CommitError(f"job was already committed (commit {own['seq']})", store=uri,
+                raise CommitError(f"job was already committed (commit {own.seq})", store=uri,
                                   landed=True)
             raise CommitError("job staging directory is gone (aborted, or removed by gc)",
                               store=uri, landed=False)
@@ -352,6 +410,9 @@ class Job:
         options = {"compression": self.conf.compression, "block_size": self.conf.block_size}
         manifest = Manifest.build(ctx.job_id, carried + partitions, options, count=count)
         try:
+            # Another job's failed first write may have removed the marker after this job's
+            # setup (only while nothing was published): a published store always has one.
+            versions.ensure_marker(self.io)
             self.io.write_new_file(posixpath.join(job_dir, layout.MANIFEST),
                                    manifest.encode())
             # Step 1: the job dir becomes a version dir (still invisible: no commit names it).
@@ -363,7 +424,7 @@ class Job:
             record = versions.publish_commit(
                 self.io, ctx.base_seq + 1, ctx.job_id, op, ctx.job_id,
                 {"mode": ctx.mode, "partitions": len(manifest.partitions), **(note or {})},
-                expect_base=ctx.base_version)
+                expect_base=ctx.base_version, base_damaged=ctx.base_damaged)
         except CommitError as exc:
             if exc.landed is False:  # definitely not published: nothing references our files
                 self.io.delete_tree(layout.version_dir(ctx.job_id))
@@ -404,8 +465,33 @@ class Job:
                 if time.monotonic() > deadline:
                     raise
             if not self.io.exists(staging) or time.monotonic() > deadline:
-                return
+                break
             time.sleep(0.2)
+        if self.ctx.created:
+            self._remove_created()
+
+    def _remove_created(self) -> None:
+        """After the abort of a job that created (part of) the store: remove what it created,
+        in reverse order and only while nothing shows another job at work (a commit record,
+        anything in ``_staging`` or ``_versions``), so a failed first write leaves no store
+        behind and never removes what another job created. Directories go only when empty (on
+        local disk ``os.rmdir`` checks that atomically)."""
+        io, created = self.io, set(self.ctx.created)
+        try:
+            if versions.commit_seqs(io):
+                return  # published by someone (or by this job, before an abort after commit)
+            for rel in (layout.STAGING, layout.VERSIONS):
+                if rel in created:
+                    io.remove_empty_dir(rel)
+                if io.listdir(rel):
+                    return
+            if layout.MARKER in created:
+                io.delete_file(layout.MARKER)
+            if "" in created:
+                io.remove_empty_dir("")
+        except OSError as exc:  # tidying must not hide the job's own error
+            log.warning("kvio: could not remove the unused store directory %s: %s",
+                        self.ctx.uri, exc)
 
 
 def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None = None,
@@ -421,13 +507,17 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
         storage_options: passed to fsspec.
 
     Returns:
-        The new commit record: ``op="rollback"`` and ``source`` = the version restored.
+        The new commit record as a JSON object (``CommitRecord.to_json()``): ``op="rollback"``
+        and ``source`` = the version restored.
 
     Raises:
         InvalidArgumentError: ``version`` is the current version, or the current version is
             already a rollback to it (restoring it would only push older versions out of
             retention).
-        StoreNotFoundError: ``version`` is not retained; KvioError: no earlier version is.
+        VersionNotRetainedError: ``version`` is in the history but its files were removed.
+        StoreNotFoundError: ``version`` is not in the history; KvioError: no earlier version
+            is retained.
+        CorruptStoreError: the newest commit record is damaged (``kvio repair`` first).
         ConcurrentCommitError: another process published meanwhile (nothing published).
     """
     cfg = Config(conf)
@@ -439,19 +529,23 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
     if version is not None and version == state.version:
         raise InvalidArgumentError(f"version {version} is already the current version (commit "
                                    f"{state.seq}); nothing to roll back", store=uri)
-    if version is not None and state.commit.get("source") == version:
+    assert state.commit is not None
+    if version is not None and state.commit.source == version:
         raise InvalidArgumentError(f"the current version {state.version} (commit {state.seq}) is "
-                                   f"already a rollback to version {version}; nothing to roll back",
-                                   store=uri)
+                                   f"already a {state.commit.op} to version {version}; nothing "
+                                   "to roll back", store=uri)
+    commits = versions.history(io)
     if version is None:
-        earlier = [d["version"] for d in versions.history(io)[:-1]
-                   if d.get("version") and d["version"] != state.version and d["version"] in present]
+        earlier = [r.version for r in commits[:-1]
+                   if r.version and r.version != state.version and r.version in present]
         if not earlier:
             raise KvioError("no earlier version is retained to roll back to", store=uri)
         version = earlier[-1]
     if version not in present:
-        raise StoreNotFoundError(f"version {version} is not retained (garbage collected, or "
-                                 "never existed)", store=uri)
+        named = [r for r in commits if r.version == version]
+        if named:
+            raise versions.not_retained_error(io, version, named[-1].seq)
+        raise StoreNotFoundError(f"version {version} is not in the store's history", store=uri)
     manifest = versions.load_manifest(io, version)
     job = Job.setup(uri, mode="overwrite", conf=conf, storage_options=storage_options)
     try:
@@ -466,4 +560,4 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
             job.abort()
         raise
     assert record is not None
-    return record
+    return record.to_json()

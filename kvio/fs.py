@@ -25,6 +25,8 @@ import errno
 import os
 import posixpath
 import re
+import shutil
+import sys
 import threading
 import uuid
 from typing import IO, Any, Iterable
@@ -299,6 +301,66 @@ class FileIO:
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel) if rel else self.root, exist_ok=True)
 
+    def create_dir(self, rel: str = "") -> bool:
+        """Create a directory (and missing parents) unless it exists.
+
+        Args:
+            rel: the directory, relative to the root ("" for the root itself).
+
+        Returns:
+            True when this call created it: on local disk ``os.mkdir``'s own answer, so of two
+            racing callers exactly one gets True; elsewhere checked first.
+        """
+        target = self.path(rel) if rel else self.root
+        if self.is_local:
+            os.makedirs(os.path.dirname(target.rstrip("/")) or "/", exist_ok=True)
+            try:
+                os.mkdir(target)
+            except FileExistsError:
+                return False
+            return True
+        if self.fs.exists(target):
+            return False
+        self.fs.makedirs(target, exist_ok=True)
+        return True
+
+    def remove_empty_dir(self, rel: str = "") -> bool:
+        """Remove a directory only if it is empty.
+
+        Args:
+            rel: the directory, relative to the root ("" for the root itself).
+
+        Returns:
+            True when it was removed; False when it holds something or is already gone. On
+            local disk ``os.rmdir`` decides atomically, so a file another process creates in it
+            meanwhile is never removed.
+        """
+        target = self.path(rel) if rel else self.root
+        try:
+            if self.is_local:
+                os.rmdir(target)
+                return True
+            if self.fs.ls(target, detail=False):
+                return False
+            self.fs.rmdir(target)
+        except (OSError, NotImplementedError):
+            return False
+        return True
+
+    def symlink_target(self, rel: str = "") -> str | None:
+        """Where a symbolic link points (local disk only).
+
+        Args:
+            rel: the path, relative to the root ("" for the root itself).
+
+        Returns:
+            The link's target, or None when the path is not a symbolic link.
+        """
+        target = self.path(rel) if rel else self.root
+        if self.is_local and os.path.islink(target):
+            return os.readlink(target)
+        return None
+
     def mkdir(self, rel: str) -> None:
         """Create one directory whose parent must exist (local disk: FileNotFoundError when
         the parent is gone, so a zombie task attempt cannot recreate a committed job dir)."""
@@ -434,7 +496,22 @@ class FileIO:
             pass
 
     def delete_tree(self, rel: str = "") -> None:
+        """Delete a file or a directory tree; a missing one is fine.
+
+        Raises:
+            OSError: something could not be removed; on local disk its ``filename`` is the
+                full path of what failed (shutil's own error names only the last component).
+        """
         target = self.path(rel) if rel else self.root
+        if self.is_local:
+            if os.path.isdir(target) and not os.path.islink(target):
+                _rmtree_naming_paths(target)
+                return
+            try:
+                os.remove(target)
+            except FileNotFoundError:
+                pass
+            return
         try:
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
@@ -447,6 +524,21 @@ class FileIO:
 
 
 TMP_PREFIX = ".tmp-"
+
+
+def _rmtree_naming_paths(path: str) -> None:
+    """shutil.rmtree, raising errors that carry the full path of the entry that failed."""
+    def failed(_func: Any, where: str, exc: BaseException) -> None:
+        if isinstance(exc, FileNotFoundError):
+            return  # removed by someone else meanwhile: the goal is reached
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), where) from exc
+        raise exc
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=failed)
+    else:
+        shutil.rmtree(path, onerror=lambda func, where, info: failed(func, where, info[1]))
 
 
 def check_same_device(io: FileIO, a_rel: str, b_rel: str) -> bool:

@@ -23,6 +23,7 @@ from .byteslike import as_bytes
 from .config import Config
 from .errors import CorruptStoreError, ReaderClosedError
 from .format import marker
+from .format.commit_record import CommitRecord
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, PartitionReader
 from .fs import FileIO
@@ -116,7 +117,7 @@ class StoreReader(Mapping):
         conf: settings.
     """
 
-    def __init__(self, io: FileIO, manifest: Manifest, commit: dict[str, Any], conf: Config):
+    def __init__(self, io: FileIO, manifest: Manifest, commit: CommitRecord, conf: Config):
         self.uri = io.uri
         self.io = io
         self.manifest = manifest
@@ -364,7 +365,7 @@ class StoreReader(Mapping):
         return {
             "uri": self.uri,
             "version": self.version,
-            "commit_seq": self.commit["seq"],
+            "commit_seq": self.commit.seq,
             "format_version": self.manifest.format_version,
             "routing": self.manifest.routing,
             "disjoint": self._disjoint,

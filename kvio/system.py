@@ -4,11 +4,12 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from . import layout, versions
-from . import committer
+from . import committer, layout, repair, versions
 from .committer import Job
 from .config import Config
-from .errors import InvalidArgumentError, KvioError, StoreExistsError, StoreNotFoundError
+from .errors import (IncompleteStoreError, InvalidArgumentError, KvioError, StoreExistsError,
+                     StoreNotFoundError)
+from .format.commit_record import CommitRecord
 from .fs import FileIO
 from .reader import StoreReader
 from .writer import StoreWriter
@@ -18,7 +19,8 @@ class KeyValueSystem:
     """Entry point. ``conf`` overrides settings (see conf/kvio-defaults.conf);
     ``storage_options`` are passed to fsspec (credentials, endpoints)."""
 
-    def __init__(self, conf: dict[str, Any] | None = None, storage_options: dict[str, Any] | None = None):
+    def __init__(self, conf: dict[str, Any] | None = None,
+                 storage_options: dict[str, Any] | None = None):
         self.conf_overrides = dict(conf or {})
         self.conf = Config(self.conf_overrides)
         self.storage_options = dict(storage_options or {})
@@ -35,45 +37,96 @@ class KeyValueSystem:
         context manager: a clean exit publishes, an exception aborts. ``mode``: error (refuse
         an existing store), ignore (existing store: write nothing), overwrite (publish a new
         version), append (new version = current pairs plus these; these win on equal keys)."""
-        return StoreWriter(uri, mode=mode, conf=self.conf_overrides, storage_options=self.storage_options)
+        return StoreWriter(uri, mode=mode, conf=self.conf_overrides,
+                           storage_options=self.storage_options)
 
     def open_store(self, uri: str, version: str | None = None) -> StoreReader:
-        """The current version (or a named one still retained) as a read-only Mapping."""
+        """The current version (or a named one still retained) as a read-only Mapping.
+
+        Args:
+            uri: the store.
+            version: a version id from :meth:`versions`; None for the current version.
+
+        Returns:
+            A reader of that version.
+
+        Raises:
+            StoreNotFoundError: no store, a deleted store, or ``version`` is not in the history.
+            VersionNotRetainedError: ``version`` is in the history but retention or gc removed
+                its files.
+            IncompleteStoreError, NotAStoreError: nothing was published at ``uri``.
+            CorruptStoreError: the newest commit record or the manifest is damaged.
+        """
         io = self._io(uri)
         for _ in range(10):  # a concurrent publish + GC can remove what we just listed: retry
             state = versions.current_state_for_read(io)
             commit = state.commit
-            if version is not None:
-                commit = self._find_version(io, version)
+            assert commit is not None and state.version is not None
+            wanted = state.version
+            if version is not None and version != state.version:
+                commit, wanted = self._find_version(io, version), version
+                # GC removes the manifest first: without it the version is gone (or going).
+                if not io.exists(layout.manifest_path(wanted)):
+                    raise versions.not_retained_error(io, wanted, commit.seq)
             try:
-                manifest = versions.load_manifest(io, commit["version"])
+                manifest = versions.load_manifest(io, wanted)
                 return StoreReader(io, manifest, commit, self.conf)
             except KvioError:
                 if version is None and versions.read_state(io).seq != state.seq:
                     continue
+                if version is not None and not io.exists(layout.manifest_path(wanted)):
+                    raise versions.not_retained_error(io, wanted, commit.seq) from None
                 raise
         raise KvioError("store changed ten times while opening; try again", store=uri)
 
-    def _find_version(self, io: FileIO, version: str) -> dict[str, Any]:
-        for doc in reversed(versions.history(io)):
-            if doc.get("version") == version:
-                return doc
+    def _find_version(self, io: FileIO, version: str) -> CommitRecord:
+        for record in reversed(versions.history(io)):
+            if record.version == version:
+                return record
         raise StoreNotFoundError(f"version {version} is not in the store's history", store=io.uri)
 
     def exists(self, uri: str) -> bool:
         return versions.read_state(self._io(uri)).live
 
     # ---- whole-store operations ------------------------------------------------------------
-    def delete_store(self, uri: str) -> None:
-        """Publish a delete (readers see no store from that instant), then remove the files."""
+    def delete_store(self, uri: str) -> dict[str, Any]:
+        """Publish a delete (readers see no store from that instant), then remove the files.
+
+        A store whose newest commit record is damaged is deleted too (the delete record goes on
+        top of the damaged one): that is one of the two ways out of it, with :meth:`repair`.
+
+        Args:
+            uri: the store.
+
+        Returns:
+            What was found: ``{"uri", "damaged": [{"seq", "file", "error"}]}`` (damaged
+            commit records of the deleted store, usually none).
+
+        Raises:
+            StoreNotFoundError: no store at ``uri``.
+            InvalidArgumentError: ``uri`` is a symbolic link (deleting through it would remove
+                the target's files but not the link; delete the target or remove the link).
+        """
         io = self._io(uri)
-        state = versions.read_state(io)
-        if not state.live:
-            if state.commit is None and not io.exists(layout.MARKER):
+        target = io.symlink_target()
+        if target is not None:
+            raise InvalidArgumentError(f"{uri} is a symbolic link to {target}; kvio rm does not "
+                                       "delete through links: run it on the target to delete the "
+                                       "store, or remove the link itself (rm)", store=uri)
+        commits = versions.read_log(io)
+        newest = commits.last_intact if not commits.head_damaged else None
+        if commits.newest_seq == 0 and not io.exists(layout.MARKER):
+            if not io.exists():
                 raise StoreNotFoundError("no store to delete", store=uri)
-        else:
-            versions.publish_commit(io, state.seq + 1, None, "delete")
+            try:
+                versions.current_state_for_read(io)  # raises why this is no store
+            except IncompleteStoreError:
+                pass  # only kvio's own directories: a first writer died before the marker
+        elif commits.head_damaged or (newest is not None and newest.live):
+            versions.publish_commit(io, commits.newest_seq + 1, None, "delete")
         io.delete_tree()
+        return {"uri": uri, "damaged": [{"seq": d.seq, "file": d.file, "error": d.reason}
+                                        for d in commits.damaged]}
 
     def rename_store(self, src: str, dst: str) -> None:
         """Move a store to a new URI on the same filesystem; dst must not exist."""
@@ -126,7 +179,7 @@ class KeyValueSystem:
                                        f"same store (current version {version})", store=dst)
         job = Job.setup(dst, mode="overwrite", conf=self.conf_overrides,
                         storage_options=self.storage_options)
-        if job.ctx.base_seq != dst_reader.commit["seq"]:
+        if job.ctx.base_seq != dst_reader.commit.seq:
             job.abort()
             raise KvioError("destination changed while merging; retry", store=dst)
         try:
@@ -140,27 +193,85 @@ class KeyValueSystem:
         finally:
             src_reader.close()
             dst_reader.close()
-        return record
+        assert record is not None
+        return record.to_json()
 
     # ---- versions ----------------------------------------------------------------------
     def versions(self, uri: str) -> list[dict[str, Any]]:
-        """Commit history, oldest first; each with seq, version, op, time and 'current'."""
+        """The commit history, oldest first, damaged records included.
+
+        Args:
+            uri: the store.
+
+        Returns:
+            One JSON object per record: its fields (``seq``, ``version``, ``op``, ``job``,
+            ``time`` and the optional ones) plus ``current`` (the newest record),
+            ``available`` (its version's files are retained) and ``live`` (its version is the
+            current one). A damaged record has only ``seq``, ``damaged`` (what is wrong),
+            ``file`` and those three flags; when it is the newest, no version is current.
+
+        Raises:
+            StoreNotFoundError, IncompleteStoreError, NotAStoreError: there is no history.
+        """
         io = self._io(uri)
-        history = versions.history(io)
-        if not history and not io.exists(layout.MARKER):
+        commits = versions.read_log(io)
+        if not commits.newest_seq and not io.exists(layout.MARKER):
             versions.current_state_for_read(io)  # raises the specific error
         present = versions.available_versions(io)
-        current = history[-1]["version"] if history else None
-        return [{**d, "current": d is history[-1], "available": d.get("version") in present,
-                 "live": d.get("version") == current and current is not None} for d in history]
+        last = commits.last_intact
+        current = None if commits.head_damaged or last is None else last.version
+        rows: list[dict[str, Any]] = [
+            {**r.to_json(), "available": r.version in present,
+             "live": current is not None and r.version == current} for r in commits.records]
+        rows += [{"seq": d.seq, "version": None, "op": None, "damaged": d.reason, "file": d.file,
+                  "available": False, "live": False} for d in commits.damaged]
+        rows.sort(key=lambda row: row["seq"])
+        for row in rows:
+            row["current"] = row["seq"] == commits.newest_seq
+        return rows
 
-    def rollback(self, uri: str, version: str | None = None) -> dict:
+    def rollback(self, uri: str, version: str | None = None) -> dict[str, Any]:
         """Publish the contents of an older retained version as a new current version (default:
-        the one before current). The record's ``source`` names the version restored."""
+        the one before current); see :func:`kvio.committer.rollback`.
+
+        Returns:
+            The new commit record as a JSON object; ``source`` names the version restored.
+        """
         return committer.rollback(uri, version, conf=self.conf_overrides,
                                   storage_options=self.storage_options)
 
+    def repair(self, uri: str, version: str | None = None) -> dict[str, Any]:
+        """Step past a damaged newest commit record: publish an intact version anew (a new
+        record on top of the damaged one; nothing is rewritten or deleted). See
+        :func:`kvio.repair.repair` for the report returned and the errors.
+
+        Args:
+            uri: the store.
+            version: the version to make current; None for the one the newest intact record
+                names (refused, listing the choices, while a complete version exists that no
+                intact record names).
+
+        Returns:
+            The report; its ``record`` is None when the newest record was not damaged.
+        """
+        return repair.repair(uri, version, conf=self.conf_overrides,
+                             storage_options=self.storage_options)
+
     def gc(self, uri: str, older_than: float | None = None) -> dict[str, list[str]]:
+        """Remove superseded versions, stale staging and stray files (docs/COMMIT.md).
+
+        Args:
+            uri: the store.
+            older_than: the age in seconds of staging and unnamed versions to remove (default
+                ``kvio.staging.max.age``).
+
+        Returns:
+            What was removed, by kind.
+
+        Raises:
+            CorruptStoreError: the newest commit record is damaged (nothing is removed).
+            KvioError: a file could not be removed (its full path is named).
+        """
         io = self._io(uri)
         if not io.exists(layout.MARKER):
             versions.current_state_for_read(io)

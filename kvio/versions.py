@@ -11,6 +11,11 @@ Every commit names a version directory that no earlier commit named (rollback pu
 version made of links to the old files), so once a version falls out of the newest
 ``kvio.versions.retain`` it is never referenced again and garbage collection can delete it
 without racing a publish.
+
+A damaged record is never rewritten or removed either. When the newest one is damaged, which
+version is current is unknown: readers, writers and gc stop with an error that says the way out
+(``kvio repair`` publishes a new record on top of it, ``kvio rm`` deletes the store). Damaged
+records older than an intact one are stepped over (:func:`read_log`).
 """
 from __future__ import annotations
 
@@ -22,28 +27,91 @@ from typing import Any
 
 from . import layout
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
-                     NotAStoreError, StoreNotFoundError)
-from .format import envelope, marker
+                     KvioError, NotAStoreError, StoreNotFoundError, UnsupportedFormatError,
+                     VersionNotRetainedError)
+from .format import marker
+from .format.commit_record import CommitRecord
 from .format.manifest import Manifest
 from .fs import TMP_PREFIX, FileIO
 
 log = logging.getLogger(__name__)
-COMMIT_KIND = "KVIOCOMMIT"
 MARKER_KIND = "KVIOSTORE"
+_WAY_OUT = ("`kvio versions` lists the history, `kvio repair` makes an intact version current "
+            "again, `kvio rm` deletes the store")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoreState:
-    seq: int                      # 0 when nothing was ever committed
-    commit: dict[str, Any] | None  # the newest commit record
+    """The newest commit record of a store.
+
+    Attributes:
+        seq: its sequence number; 0 when nothing was ever committed.
+        commit: the record; None when nothing was ever committed.
+    """
+
+    seq: int
+    commit: CommitRecord | None
 
     @property
     def live(self) -> bool:
-        return self.commit is not None and self.commit.get("version") is not None
+        """True when the newest record names a version (not a delete, not empty)."""
+        return self.commit is not None and self.commit.live
 
     @property
     def version(self) -> str | None:
-        return self.commit.get("version") if self.commit else None
+        """The current version, None for a deleted or never published store."""
+        return self.commit.version if self.commit else None
+
+
+@dataclass(frozen=True)
+class DamagedRecord:
+    """A commit record that cannot be read: its bytes are damaged or break the format rules.
+
+    Attributes:
+        seq: the sequence number of its file name.
+        file: the record's path.
+        error: what is wrong with it.
+    """
+
+    seq: int
+    file: str
+    error: CorruptStoreError
+
+    @property
+    def reason(self) -> str:
+        """What is wrong, without the store and file (which the caller names)."""
+        return _reason(self.error)
+
+
+@dataclass(frozen=True)
+class CommitLog:
+    """Every commit record of a store, the intact and the damaged ones.
+
+    Attributes:
+        records: the intact records, oldest first.
+        damaged: the damaged records, oldest first.
+        newest_seq: the highest sequence number (0 when there is no record).
+    """
+
+    records: tuple[CommitRecord, ...]
+    damaged: tuple[DamagedRecord, ...]
+    newest_seq: int
+
+    @property
+    def head_damaged(self) -> bool:
+        """True when the newest record is damaged: the current version is unknown."""
+        return bool(self.damaged) and self.damaged[-1].seq == self.newest_seq
+
+    @property
+    def trailing_damaged(self) -> tuple[DamagedRecord, ...]:
+        """The damaged records newer than every intact one (what a repair steps past)."""
+        newest_intact = self.records[-1].seq if self.records else 0
+        return tuple(d for d in self.damaged if d.seq > newest_intact)
+
+    @property
+    def last_intact(self) -> CommitRecord | None:
+        """The newest intact record, None when there is none."""
+        return self.records[-1] if self.records else None
 
 
 def commit_seqs(io: FileIO) -> list[int]:
@@ -51,33 +119,82 @@ def commit_seqs(io: FileIO) -> list[int]:
     return sorted(s for s in seqs if s is not None)
 
 
-def read_commit(io: FileIO, seq: int) -> dict[str, Any]:
+def read_commit(io: FileIO, seq: int) -> CommitRecord:
+    """Read, check and parse commit record ``seq``.
+
+    Args:
+        io: the store.
+        seq: the record's sequence number.
+
+    Returns:
+        The record.
+
+    Raises:
+        FileNotFoundError: there is no such record.
+        CorruptStoreError: the record is damaged (see :meth:`CommitRecord.decode`).
+    """
     rel = layout.commit_name(seq)
-    doc = envelope.decode(COMMIT_KIND, io.read_bytes(rel), store=io.uri, file=io.path(rel))
-    # Readers order records by name but trust the body: a record copied or renamed to another
-    # number must not pass (docs/FORMAT.md §1.3).
-    if type(doc.get("seq")) is not int or doc["seq"] != seq:
-        raise CorruptStoreError(f"commit record says seq {doc.get('seq')!r}, its file name says "
-                                f"{seq}", store=io.uri, file=io.path(rel))
-    if doc.get("version") is not None and not layout.is_version_name(doc["version"]):
-        raise CorruptStoreError(f"commit record names an invalid version {doc['version']!r}",
-                                store=io.uri, file=io.path(rel))
-    return doc
+    return CommitRecord.decode(io.read_bytes(rel), seq, store=io.uri, file=io.path(rel))
+
+
+def damaged_head_error(io: FileIO, damaged: DamagedRecord) -> CorruptStoreError:
+    """The error every reader and writer raises when the newest record is damaged."""
+    return CorruptStoreError(
+        f"commit record {damaged.seq}, the newest, is damaged ({damaged.reason}): "
+        f"which version is current is unknown. {_WAY_OUT}", store=io.uri, file=damaged.file)
 
 
 def read_state(io: FileIO) -> StoreState:
+    """The newest commit record.
+
+    Raises:
+        CorruptStoreError: the newest record is damaged (the message says the way out).
+    """
     seqs = commit_seqs(io)
     if not seqs:
         return StoreState(0, None)
-    return StoreState(seqs[-1], read_commit(io, seqs[-1]))
+    try:
+        return StoreState(seqs[-1], read_commit(io, seqs[-1]))
+    except UnsupportedFormatError:
+        raise
+    except CorruptStoreError as exc:
+        rel = layout.commit_name(seqs[-1])
+        raise damaged_head_error(io, DamagedRecord(seqs[-1], io.path(rel), exc)) from None
 
 
-def ensure_marker(io: FileIO) -> None:
-    if not io.exists(layout.MARKER):
+def read_log(io: FileIO) -> CommitLog:
+    """Every commit record, intact or damaged. Records written by an unknown format version
+    are not "damaged": reading them raises (a newer kvio wrote them).
+
+    Raises:
+        UnsupportedFormatError: a record of a format version this kvio does not read.
+    """
+    records: list[CommitRecord] = []
+    damaged: list[DamagedRecord] = []
+    seqs = commit_seqs(io)
+    for seq in seqs:
         try:
-            io.write_new_file(layout.MARKER, marker.encode())
-        except FileExistsError:
-            pass  # another job created it first: same content
+            records.append(read_commit(io, seq))
+        except UnsupportedFormatError:
+            raise
+        except CorruptStoreError as exc:
+            damaged.append(DamagedRecord(seq, io.path(layout.commit_name(seq)), exc))
+    return CommitLog(tuple(records), tuple(damaged), seqs[-1] if seqs else 0)
+
+
+def ensure_marker(io: FileIO) -> bool:
+    """Create the store marker unless it exists.
+
+    Returns:
+        True when this call created it (False: it was there, or another job created it first).
+    """
+    if io.exists(layout.MARKER):
+        return False
+    try:
+        io.write_new_file(layout.MARKER, marker.encode())
+    except FileExistsError:
+        return False  # another job created it first: same content
+    return True
 
 
 def current_state_for_read(io: FileIO) -> StoreState:
@@ -102,6 +219,14 @@ def current_state_for_read(io: FileIO) -> StoreState:
     raise NotAStoreError("path is a file, not a kvio store directory", store=io.uri)
 
 
+def not_retained_error(io: FileIO, version: str, seq: int) -> VersionNotRetainedError:
+    """The error for a version the history names but whose files are gone."""
+    return VersionNotRetainedError(
+        f"version {version} (commit {seq}) is not retained: retention or gc removed its files "
+        "(kvio.versions.retain keeps the newest versions)", store=io.uri,
+        file=io.path(layout.version_dir(version)))
+
+
 def load_manifest(io: FileIO, version: str) -> Manifest:
     """The parsed manifest of ``version``.
 
@@ -122,15 +247,36 @@ def load_manifest(io: FileIO, version: str) -> Manifest:
 
 
 def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str | None = None,
-                   note: dict | None = None, *, expect_base: str | None | bool = False) -> dict[str, Any]:
+                   note: dict[str, Any] | None = None, *, expect_base: str | None | bool = False,
+                   base_damaged: bool = False) -> CommitRecord:
     """Create commit record ``seq`` — the commit point — or raise ConcurrentCommitError.
 
-    ``expect_base``: the version the writer started from (None: no live version); checked
-    against record seq-1 before the create so that a store deleted and re-created meanwhile
-    (which restarts the sequence) is not mistaken for the one the job started from. False
-    skips the check. Raises CommitError(landed=None) when the outcome cannot be known."""
-    doc = {"seq": seq, "version": version, "op": op, "job": job, "time": time.time(), **(note or {})}
-    if expect_base is not False and seq > 1:
+    Args:
+        io: the store.
+        seq: the record to create; the job started from ``seq - 1``.
+        version: the version it makes current (None: delete).
+        op: the operation.
+        job: the publishing job's id.
+        note: optional record fields (mode, partitions, source, damaged).
+        expect_base: the version the writer started from (None: no live version); checked
+            against record seq-1 before the create so that a store deleted and re-created
+            meanwhile (which restarts the sequence) is not mistaken for the one the job
+            started from. False skips the check.
+        base_damaged: the job started from a damaged record seq-1 (a repair): check instead
+            that record seq-1 is still there and still damaged.
+
+    Returns:
+        The record published.
+
+    Raises:
+        ConcurrentCommitError: another process published or replaced the store (nothing
+            published).
+        CommitError: ``landed`` False: not published; None: the outcome cannot be known.
+    """
+    record = CommitRecord.create(seq, version, op, job, time.time(), note)
+    if base_damaged:
+        _check_still_damaged(io, seq - 1)
+    elif expect_base is not False and seq > 1:
         try:
             base = read_commit(io, seq - 1)
         except FileNotFoundError:
@@ -138,51 +284,93 @@ def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str 
                 f"store was replaced by another process: commit {seq - 1}, which this job "
                 "started from, is gone (store deleted and re-created?)", store=io.uri,
                 landed=False) from None
-        if base.get("version") != expect_base:
+        if base.version != expect_base:
             raise ConcurrentCommitError(
                 f"store was updated by another process: commit {seq - 1} names version "
-                f"{base.get('version')}, this job started from {expect_base}", store=io.uri,
+                f"{base.version}, this job started from {expect_base}", store=io.uri,
                 landed=False)
     try:
-        io.write_new_file(layout.commit_name(seq), envelope.encode(COMMIT_KIND, doc))
+        io.write_new_file(layout.commit_name(seq), record.encode())
     except FileExistsError:
-        found = read_commit(io, seq)
+        found = _describe(io, seq)
         raise ConcurrentCommitError(
             f"store was updated by another process: expected to publish commit {seq} on top of "
-            f"{seq - 1}, but commit {seq} already exists (version {found.get('version')}, op "
-            f"{found.get('op')}, job {found.get('job')})", store=io.uri, landed=False) from None
+            f"{seq - 1}, but commit {seq} already exists ({found})", store=io.uri,
+            landed=False) from None
     except BaseException as exc:
         # The record may or may not have been created (e.g. the filesystem failed after the
         # rename): read it back instead of guessing.
         try:
-            found = read_commit(io, seq)
+            existing: CommitRecord | None = read_commit(io, seq)
         except FileNotFoundError:
             if io.is_local:  # os.link either made the name or did not
                 raise CommitError(f"publishing commit {seq} failed: {exc}", store=io.uri,
                                   landed=False) from exc
-            found = None
+            existing = None
         except Exception:  # noqa: BLE001 - cannot even read: unknown
-            found = None
-        if found is not None and found.get("job") == job and found.get("version") == version:
-            log.warning("kvio: publishing commit %s of %s raised %r after it landed", seq, io.uri, exc)
-            return found
-        if found is not None:
+            existing = None
+        if existing is not None and existing.job == job and existing.version == version:
+            log.warning("kvio: publishing commit %s of %s raised %r after it landed", seq,
+                        io.uri, exc)
+            return existing
+        if existing is not None:
             raise ConcurrentCommitError(
                 f"store was updated by another process: commit {seq} belongs to job "
-                f"{found.get('job')}", store=io.uri, landed=False) from exc
+                f"{existing.job}", store=io.uri, landed=False) from exc
         raise CommitError(f"publish outcome unknown: {exc}", store=io.uri, landed=None) from exc
-    return doc
+    return record
 
 
-def history(io: FileIO) -> list[dict[str, Any]]:
-    return [read_commit(io, s) for s in commit_seqs(io)]
+def _describe(io: FileIO, seq: int) -> str:
+    """A record for an error message (which may itself be damaged)."""
+    try:
+        found = read_commit(io, seq)
+    except (CorruptStoreError, FileNotFoundError) as exc:
+        return f"unreadable: {_reason(exc)}"
+    return f"version {found.version}, op {found.op}, job {found.job}"
 
 
-def retained_versions(commits: list[dict[str, Any]], retain: int) -> list[str]:
+def _check_still_damaged(io: FileIO, seq: int) -> None:
+    """A repair started from damaged record ``seq``: it must still be there and damaged (an
+    intact record there means the store was deleted and created again meanwhile)."""
+    try:
+        read_commit(io, seq)
+    except CorruptStoreError:
+        return
+    except FileNotFoundError:
+        raise ConcurrentCommitError(f"store was replaced by another process: damaged commit "
+                                    f"{seq}, which this repair started from, is gone",
+                                    store=io.uri, landed=False) from None
+    raise ConcurrentCommitError(f"store was replaced by another process: commit {seq} is intact "
+                                "now, not the damaged record this repair started from",
+                                store=io.uri, landed=False)
+
+
+def _reason(exc: BaseException) -> str:
+    """An error's own message, without the store/file parts KvioError appends."""
+    if isinstance(exc, KvioError):
+        return str(exc.args[0]).split(" | ")[0] if exc.args else type(exc).__name__
+    return str(exc)
+
+
+def history(io: FileIO) -> list[CommitRecord]:
+    """The intact commit records, oldest first. Damaged records older than the newest intact
+    one are left out (:func:`read_log` lists them).
+
+    Raises:
+        CorruptStoreError: the newest record is damaged (the message says the way out).
+    """
+    commits = read_log(io)
+    if commits.head_damaged:
+        raise damaged_head_error(io, commits.damaged[-1])
+    return list(commits.records)
+
+
+def retained_versions(commits: list[CommitRecord], retain: int) -> list[str]:
     """The newest ``retain`` distinct published versions, newest first."""
     kept: list[str] = []
-    for doc in reversed(commits):
-        v = doc.get("version")
+    for record in reversed(commits):
+        v = record.version
         if v is not None and v not in kept and len(kept) < retain:
             kept.append(v)
     return kept
@@ -194,17 +382,40 @@ def available_versions(io: FileIO) -> set[str]:
     return {name for name in io.listdir(layout.VERSIONS) if io.exists(layout.manifest_path(name))}
 
 
-def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) -> dict[str, list[str]]:
+def collect_garbage(io: FileIO, retain: int,
+                    older_than: float | None = None) -> dict[str, list[str]]:
     """Delete versions beyond the newest ``retain`` published ones, version directories no
     commit names and staging directories once nothing in them changed for ``older_than``
     seconds (None or 0: regardless of age), leftover temporary files, and files of failed task
-    attempts inside retained versions. Returns what was removed. Safe to kill at any point (a
-    rerun finishes the job) and to run next to readers and writers, provided ``older_than`` is
-    longer than any running job (a younger job's staging would be deleted under it)."""
+    attempts inside retained versions.
+
+    Safe to kill at any point (a rerun finishes the job) and to run next to readers and
+    writers, provided ``older_than`` is longer than any running job (a younger job's staging
+    would be deleted under it). While a damaged commit record is in the log, version
+    directories no intact record names are kept: the damaged record may name one of them.
+
+    Args:
+        io: the store.
+        retain: how many of the newest published versions to keep.
+        older_than: the age in seconds of staging and unnamed versions to remove.
+
+    Returns:
+        What was removed, by kind (``versions``, ``staging``, ``commits`` — always empty:
+        records are never deleted —, ``files``).
+
+    Raises:
+        CorruptStoreError: the newest commit record is damaged (nothing is removed).
+        KvioError: a file could not be removed; names its full path.
+    """
     removed: dict[str, list[str]] = {"versions": [], "staging": [], "commits": [], "files": []}
-    commits = history(io)
-    kept = retained_versions(commits, retain)
-    referenced = {d.get("version") for d in commits if d.get("version")}
+    commits = read_log(io)
+    if commits.head_damaged:
+        raise damaged_head_error(io, commits.damaged[-1])
+    kept = retained_versions(list(commits.records), retain)
+    referenced = {r.version for r in commits.records if r.version}
+    if commits.damaged:
+        log.warning("kvio: %s has damaged commit record(s) %s: gc keeps every version directory "
+                    "no intact record names", io.uri, [d.seq for d in commits.damaged])
     now = time.time()
 
     def old_enough(rel: str) -> bool:
@@ -223,9 +434,9 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) ->
         # A version no commit names may belong to a job between its rename and its commit:
         # only remove it once it is old. Superseded versions go at once; the manifest first,
         # so a half-deleted version is never mistaken for an available one.
-        if (name in referenced) or old_enough(rel):
-            io.delete_file(layout.manifest_path(name))
-            io.delete_tree(rel)
+        if (name in referenced) or (not commits.damaged and old_enough(rel)):
+            _remove(io, layout.manifest_path(name), f"version {name}", tree=False)
+            _remove(io, rel, f"version {name}")
             removed["versions"].append(name)
     for name in names:
         if name in kept:
@@ -233,16 +444,30 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None) ->
     for name in io.listdir(layout.STAGING):
         rel = layout.staging_dir(name)
         if old_enough(rel):
-            io.delete_tree(rel)
+            _remove(io, rel, f"the staging of job {name}")
             removed["staging"].append(name)
     for parent in ("", layout.COMMITS):
         for name in io.listdir(parent):
             rel = posixpath.join(parent, name) if parent else name
             if name.startswith(TMP_PREFIX) and old_enough(rel):
-                io.delete_file(rel)
+                _remove(io, rel, "a temporary file", tree=False)
                 removed["files"].append(rel)
     # "commits" stays empty: records are never deleted (see the module docstring).
     return removed
+
+
+def _remove(io: FileIO, rel: str, what: str, tree: bool = True) -> None:
+    """Delete a file or tree; a failure names the full path of what could not be removed."""
+    try:
+        if tree:
+            io.delete_tree(rel)
+        else:
+            io.delete_file(rel)
+    except OSError as exc:
+        inside = isinstance(exc.filename, str) and exc.filename.startswith(io.root)
+        failed = exc.filename if inside else io.path(rel)
+        raise KvioError(f"gc could not remove {what}: {exc.strerror or exc}", store=io.uri,
+                        file=failed) from exc
 
 
 def _tidy_version(io: FileIO, version: str) -> list[str]:
@@ -259,6 +484,6 @@ def _tidy_version(io: FileIO, version: str) -> list[str]:
     for name in io.listdir(vdir):
         rel = posixpath.join(vdir, name)
         if name not in listed:
-            io.delete_tree(rel)
+            _remove(io, rel, f"an unlisted file of version {version}")
             gone.append(rel)
     return gone

@@ -316,22 +316,52 @@ class SortedPairWriter:
 
 class StoreWriter:
     """``with kvs.create_store(uri) as w: w.put(...)``: a one-task job committed on exit.
-    An exception inside the block aborts the job: nothing is published."""
+    An exception inside the block aborts the job: nothing is published.
+
+    Lifecycle: :meth:`commit` (or :meth:`close`, or leaving the block) publishes once; calling
+    them again returns the same record. :meth:`abort` publishes nothing. After either, ``put``
+    raises :class:`WriterClosedError`; ``commit`` after ``abort`` does too.
+    """
 
     def __init__(self, uri: str, mode: str = "error", conf: dict[str, Any] | None = None,
                  storage_options: dict[str, Any] | None = None):
         self.uri = uri
         self.job = Job.setup(uri, mode=mode, conf=conf, storage_options=storage_options)
         self.skipped = self.job.ctx.skip
-        self._writer = SortedPairWriter(self.job.task(0)) if not self.skipped else None
-        self.record: dict | None = None
+        try:
+            self._writer = SortedPairWriter(self.job.task(0)) if not self.skipped else None
+        except BaseException:
+            self.job.abort()
+            raise
+        self.record: dict[str, Any] | None = None
+        self.committed = False
         self.aborted = False
 
+    def _check_open(self) -> None:
+        if self.committed or self.aborted:
+            state = "committed" if self.committed else "aborted"
+            raise WriterClosedError(f"writer was already {state}", store=self.uri)
+
     def put(self, key: bytes, value: bytes) -> None:
+        """Add one pair; keys must strictly increase (unsigned byte order).
+
+        Raises:
+            WriterClosedError: the writer was committed or aborted.
+            KeyOrderError: ``key`` is not greater than the previous key.
+            PairTooLargeError: the pair exceeds ``kvio.partition.size.max``.
+        """
+        self._check_open()
         if self._writer is not None:
             self._writer.put(key, value)
 
     def put_many(self, pairs, key_column: str = "key", value_column: str = "value") -> None:
+        """Add pairs sorted by key: an iterable of (key, value) or an Arrow Table/RecordBatch.
+
+        Raises:
+            WriterClosedError: the writer was committed or aborted.
+            KeyOrderError, PairTooLargeError: as :meth:`put`.
+        """
+        self._check_open()
         if self._writer is not None:
             self._writer.put_many(pairs, key_column, value_column)
 
@@ -339,19 +369,53 @@ class StoreWriter:
     def count(self) -> int:
         return self._writer.count if self._writer else 0
 
-    def commit(self) -> dict | None:
+    def commit(self) -> dict[str, Any] | None:
+        """Publish what was put. Idempotent: a second call returns the same record.
+
+        Returns:
+            The commit record as a JSON object, or None when nothing was published on purpose
+            (mode ignore and the store exists).
+
+        Raises:
+            WriterClosedError: the writer was aborted.
+            CommitError: publishing failed (``landed`` says whether it happened).
+        """
+        if self.committed:
+            return self.record
+        if self.aborted:
+            raise WriterClosedError("writer was aborted: nothing was published", store=self.uri)
         if self._writer is None:
+            self.committed = True
             return None
         try:
             message = self._writer.close()
-            self.record = self.job.commit([message], num_tasks=1)
+            record = self.job.commit([message], num_tasks=1)
         except BaseException:
             if not self.job.committed:
+                self.aborted = True
                 self.job.abort()
             raise
+        self.record = record.to_json() if record is not None else None
+        self.committed = True
         return self.record
 
+    def close(self) -> dict[str, Any] | None:
+        """Publish unless already committed or aborted (like leaving the ``with`` block).
+        Closing twice is fine.
+
+        Returns:
+            The commit record as a JSON object; None when nothing was published.
+        """
+        if self.aborted:
+            return None
+        return self.commit()
+
     def abort(self) -> None:
+        """Publish nothing and remove what the job wrote (and the store directory, if this
+        writer created it and nothing else uses it). Idempotent; after a commit it does
+        nothing."""
+        if self.committed or self.aborted:
+            return
         self.aborted = True
         if self._writer is not None:
             self._writer.discard()
@@ -361,7 +425,7 @@ class StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and not self.aborted:  # an explicit abort() publishes nothing
-            self.commit()
+        if exc_type is None:
+            self.close()
         else:
             self.abort()

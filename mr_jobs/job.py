@@ -51,7 +51,7 @@ from mrjob.util import log_to_stream
 
 import kvio
 import mr_jobs
-from kvio import layout, versions
+from kvio import layout
 from kvio.committer import Job, JobContext, TaskAttempt
 from kvio.config import Config, parse_size
 from kvio.errors import CommitError, KeyOrderError, KvioError
@@ -415,7 +415,6 @@ class KVStoreJob(MRJob):
                             "--output-partitions > 1")
         else:
             points = []
-        existed = FileIO(dest, allow_non_atomic=kvs.conf.allow_non_atomic).exists()
         # Tasks get the driver's full, resolved settings, not their machines' environment.
         job = Job.setup(dest, mode=opts.output_mode, conf=dict(kvs.conf.raw))
         if job.ctx.skip:
@@ -440,13 +439,11 @@ class KVStoreJob(MRJob):
         except BaseException as exc:
             unknown = isinstance(exc, CommitError) and exc.landed is None
             if not job.committed and not unknown:
-                job.abort()
-                if not existed:
-                    _remove_unused_store(job.io)
+                job.abort()  # also removes the store directory if this job created it
             raise
         parts = [p for m in messages for p in m["partitions"]]
-        return {"store": dest, "version": record["version"] if record else None,
-                "seq": record["seq"] if record else None, "partitions": len(parts),
+        return {"store": dest, "version": record.version if record else None,
+                "seq": record.seq if record else None, "partitions": len(parts),
                 "count": sum(p["count"] for p in parts), "bytes": sum(p["size"] for p in parts),
                 "output_partitions": plan.num_partitions, "map_tasks": len(splits) or None,
                 "runner": self.options.runner or "inline", "pairs_written_counter": written,
@@ -489,21 +486,6 @@ def _pair_table(keys: list[bytes], values: list[bytes]) -> pa.Table:
 def _is_store(uri: str, kvs: KeyValueSystem) -> bool:
     io = FileIO(uri, allow_non_atomic=kvs.conf.allow_non_atomic)
     return io.isdir() and io.exists(layout.MARKER)
-
-
-def _remove_unused_store(io: FileIO) -> None:
-    """After an aborted job that created the store directory: remove it again if nothing else
-    uses it (no commit, no other job's staging), so a failure leaves no debris."""
-    try:
-        if versions.commit_seqs(io) or io.listdir(layout.STAGING) or io.listdir(layout.VERSIONS):
-            return
-        for rel in (layout.STAGING, layout.VERSIONS, layout.COMMITS):
-            io.delete_tree(rel)
-        io.delete_file(layout.MARKER)
-        if not io.listdir(""):
-            io.delete_tree("")
-    except OSError as exc:  # tidying must not hide the job's own error
-        log.warning("could not remove the unused store directory %s: %s", io.uri, exc)
 
 
 def _code_zip(directory: str) -> str:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from kvio import keyranges, layout
 from kvio.committer import Job
 from kvio.errors import KeyOrderError
+from kvio.format.commit_record import CommitRecord
 from kvio.format.manifest import Manifest, PartitionEntry
 from kvio.format.partition_reader import PartitionReader
 from kvio.partitions import open_partition
@@ -30,7 +31,8 @@ from kvio.plan import Piece, ReadPlanner
 _CHECK_BYTES = 64 << 20  # keys are checked for duplicates in key ranges of about this much data
 
 
-def finish_job(job: Job, tasks: Sequence[dict[str, Any] | None], duplicates: str) -> dict | None:
+def finish_job(job: Job, tasks: Sequence[dict[str, Any] | None],
+               duplicates: str) -> CommitRecord | None:
     """Validate and publish; returns the commit record (None for a skipped job)."""
     if job.ctx.skip:
         return None

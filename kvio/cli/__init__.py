@@ -33,6 +33,7 @@ from .encoding import _escape_char, decode_text, display, escape
 from .files import FORMATS, _UsageError, check_protocols
 from .interrupt import EXIT_INTERRUPTED, MESSAGE as INTERRUPTED, InterruptGuard
 from .output import PROG
+from .repair import cmd_repair
 from .smoke import cmd_run_kv_test
 
 __all__ = ["main", "display", "escape"]
@@ -162,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rollback", cmd_rollback, "make an earlier retained version current again")
     p.add_argument("uri")
     p.add_argument("version", nargs="?", help="version to restore (default: the previous one)")
+
+    p = command("repair", cmd_repair, "make an intact version current again when the newest "
+                "commit record is damaged (publishes a new record; never rewrites one)")
+    p.add_argument("uri")
+    p.add_argument("version", nargs="?", help="version to restore (default: the one the newest "
+                   "intact commit names)")
 
     p = command("gc", cmd_gc, "remove superseded versions and stale staging of crashed jobs")
     p.add_argument("uri")

@@ -202,10 +202,14 @@ def cmd_diff(args, kvs: KeyValueSystem) -> int:
 
 
 def cmd_rm(args, kvs: KeyValueSystem) -> int:
-    kvs.delete_store(args.uri)
+    found = kvs.delete_store(args.uri)
     if args.json:
-        _print_json({"deleted": args.uri})
+        damaged = {"damaged": found["damaged"]} if found["damaged"] else {}
+        _print_json({"deleted": args.uri, **damaged})
     else:
+        for damaged in found["damaged"]:
+            print(f"{PROG}: note: commit {damaged['seq']} was damaged: {damaged['error']}",
+                  file=sys.stderr)
         print(f"deleted {args.uri}")
     return 0
 
@@ -224,6 +228,8 @@ def _format_time(stamp: float | None) -> str:
 
 
 def _version_status(doc: dict) -> str:
+    if doc.get("damaged"):
+        return "DAMAGED"
     if doc.get("version") is None:
         return "deleted" if doc["current"] else "-"
     if doc["current"]:
@@ -236,9 +242,17 @@ def cmd_versions(args, kvs: KeyValueSystem) -> int:
     if args.json:
         _print_json(history)
         return 0
-    rows = [[str(d["seq"]), d.get("version") or "-", d.get("op", "-"), _format_time(d.get("time")),
-             _version_status(d)] for d in history]
+    rows = [[str(d["seq"]), d.get("version") or "-", d.get("op") or "-",
+             _format_time(d.get("time")), _version_status(d)] for d in history]
     _print_table(rows, ["seq", "version", "op", "time", "status"])
+    for d in history:
+        if d.get("damaged"):
+            print(f"{PROG}: commit {d['seq']} is damaged: {d['damaged']} ({d['file']})",
+                  file=sys.stderr)
+    if history and history[-1].get("damaged"):
+        print(f"{PROG}: the newest commit is damaged, so no version is current: `kvio repair "
+              f"{args.uri}` makes an intact version current again, `kvio rm {args.uri}` deletes "
+              "the store", file=sys.stderr)
     return 0
 
 

@@ -11,10 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .. import layout
 from ..committer import Job
 from ..errors import KvioError
-from ..fs import FileIO
 from ..sorting import normalize_batch
 from ..system import KeyValueSystem
 from ..task_writer import TaskResult, write_any_order
@@ -183,8 +181,6 @@ def import_batches(kvs: KeyValueSystem, uri: str, mode: str, batches: Iterable[p
         KvioError: the store exists (mode error), bad input, a duplicate key; nothing is
             published then.
     """
-    io = FileIO(uri, allow_non_atomic=kvs.conf.allow_non_atomic, storage_options=kvs.storage_options)
-    fresh = not io.exists()
     job = Job.setup(uri, mode=mode, conf=kvs.conf_overrides, storage_options=kvs.storage_options)
     try:
         result = write_any_order(job.ctx, 0, batches, duplicates=duplicates,
@@ -192,30 +188,9 @@ def import_batches(kvs: KeyValueSystem, uri: str, mode: str, batches: Iterable[p
         record = job.commit([result.message], num_tasks=1)
     except BaseException:
         if not job.committed:
-            job.abort()
-            if fresh:
-                _remove_empty_store(io)
+            job.abort()  # also removes the store directory when this import created it
         raise
     return record, result
-
-
-def _remove_empty_store(io: FileIO) -> None:
-    """After an aborted import into a path that did not exist: remove the empty store
-    skeleton the job set up (marker, empty _staging and _versions), so the path does not look
-    like a store whose writer never finished. Anything else found there (another writer's
-    staging, a commit) is left alone."""
-    try:
-        names = set(io.listdir())
-        if names - {layout.MARKER, layout.STAGING, layout.VERSIONS} or \
-                io.listdir(layout.STAGING) or io.listdir(layout.VERSIONS):
-            return
-        io.delete_tree(layout.STAGING)
-        io.delete_tree(layout.VERSIONS)
-        io.delete_file(layout.MARKER)
-        if not io.listdir():
-            io.delete_tree()
-    except OSError:
-        pass  # best effort: the failure being reported matters more
 
 
 # ---- export: writing Arrow batches ---------------------------------------------------------

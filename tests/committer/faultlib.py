@@ -190,8 +190,8 @@ REPORT: list[dict] = []
 
 # ---- the child: events and kill points ------------------------------------------------------------
 _STATE: dict = {"n": 0, "kill": None, "trace": None, "published": False, "phase": "setup"}
-_MUTATORS = ("makedirs", "mkdir", "open_output", "write_new_file", "publish_file", "rename_dir",
-             "copy_from", "delete_file", "delete_tree")
+_MUTATORS = ("makedirs", "create_dir", "mkdir", "open_output", "write_new_file", "publish_file",
+             "rename_dir", "copy_from", "delete_file", "delete_tree", "remove_empty_dir")
 
 
 def _event(kind: str, detail: str = "") -> None:

@@ -95,9 +95,9 @@ def assert_clean(sc: faultlib.Scenario, uri: str) -> None:
     io = FileIO(uri)
     retain = int(sc.conf.get("kvio.versions.retain", 2))
     history = versions.history(io)
-    assert [d["seq"] for d in history] == list(range(1, len(history) + 1))
+    assert [d.seq for d in history] == list(range(1, len(history) + 1))
     kept = versions.retained_versions(history, retain)
-    assert history[-1]["version"] == kept[0]
+    assert history[-1].version == kept[0]
     assert sorted(io.listdir(layout.VERSIONS)) == sorted(kept)
     assert io.listdir(layout.STAGING) == []
     assert sorted(io.listdir()) == sorted([layout.COMMITS, layout.MARKER, layout.STAGING, layout.VERSIONS])

@@ -45,7 +45,7 @@ def test_overlapping_tasks_checked_for_shared_keys(tmp_path):
         assert not info["disjoint"]
     record = run_job(uri, [[batch([(b"a", b"1"), (b"c", b"1")])], [batch([(b"b", b"2")])]])
     got, info = items(uri)
-    assert info["count"] == 3 and record["version"] == info["version"]
+    assert info["count"] == 3 and record.version == info["version"]
 
 
 def test_empty_tasks_publish_an_empty_store(tmp_path):
