@@ -191,6 +191,18 @@ def test_export_refuses_a_directory_or_a_path_inside_a_store(tmp_path, capsys):
     assert (folder / "a.tsv").read_text() == "a\t1\n"
 
 
+def test_input_and_output_files_with_colons_are_plain_paths(tmp_path, capsys, monkeypatch):
+    """`a::b.tsv` is that file, not an fsspec chain writing to `./a:` (issue 10 item 2, for
+    the CLI's own files)."""
+    monkeypatch.chdir(tmp_path)
+    uri = make_store(tmp_path / "s", {b"a": b"1"})
+    assert run(capsys, "export", uri, "out::1.tsv")[0] == 0
+    assert run(capsys, "import", "out::1.tsv", "t::1")[0] == 0
+    assert (tmp_path / "out::1.tsv").read_text() == "a\t1\n"
+    assert read_store(tmp_path / "t::1") == {b"a": b"1"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out::1.tsv", "s", "t::1"]
+
+
 @pytest.mark.parametrize("flag", ["--hex", "--base64"])
 def test_export_refuses_hex_or_base64_with_parquet(tmp_path, capsys, flag):
     uri = make_store(tmp_path / "s", {b"a": b"1"})

@@ -10,11 +10,11 @@ import tempfile
 import uuid
 
 import fsspec
-from fsspec.core import url_to_fs
 from fsspec.registry import known_implementations
 
 from .. import layout
 from ..errors import KvioError
+from ..fs import filesystem_for, is_url
 
 
 FORMATS = ("tsv", "jsonl", "parquet")
@@ -30,7 +30,8 @@ def _open_input(src: str):
     if src == "-":
         yield sys.stdin.buffer  # not ours to close
         return
-    with fsspec.open(src, "rb") as handle:
+    fs, path = filesystem_for(src)
+    with fs.open(path, "rb") as handle:
         yield handle
 
 
@@ -53,7 +54,7 @@ def _input_size(src: str) -> int | None:
     if src == "-":
         return None
     try:
-        fs, path = url_to_fs(src)
+        fs, path = filesystem_for(src)
         return int(fs.size(path))
     except (OSError, ValueError, TypeError):
         return None  # the size only feeds the progress bar
@@ -68,7 +69,7 @@ def _open_output(dest: str):
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    fs, path = url_to_fs(dest)
+    fs, path = filesystem_for(dest)
     tmp = posixpath.join(posixpath.dirname(path),
                          f".{posixpath.basename(path)}.kvio-tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -97,7 +98,7 @@ def check_output_file(dest: str, example: str) -> None:
     """
     if dest == "-":
         return
-    fs, path = url_to_fs(dest)
+    fs, path = filesystem_for(dest)
     if dest.endswith("/") or fs.isdir(path):
         raise KvioError(f"{dest} is a directory; name the output file, e.g. "
                         f"{posixpath.join(dest.rstrip('/'), example)}", file=dest)
@@ -137,6 +138,8 @@ def check_protocols(uri: str, is_file: bool = False) -> None:
     Raises:
         KvioError: an unknown protocol, or a missing package (named, with what to install).
     """
+    if not is_url(uri):
+        return  # a plain local path, taken literally (kvio.fs.filesystem_for)
     where = {"file": uri} if is_file else {"store": uri}
     for link in uri.split("::"):
         protocol, sep, _ = link.partition("://")
