@@ -8,8 +8,9 @@ of each side plus the differences kept.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -164,7 +165,8 @@ class _Walk:
             else:
                 n = 1
                 value = cursor.value()
-                self.found(kind, cursor.key(), *((value, None) if kind == ONLY_IN_A else (None, value)))
+                pair = (value, None) if kind == ONLY_IN_A else (None, value)
+                self.found(kind, cursor.key(), *pair)
             if kind == ONLY_IN_A:
                 r.pairs_a += n
                 self.report(n)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -267,7 +267,7 @@ class ExternalSorter:
         self.runs: list[str] = []
         self._made = 0
 
-    def __enter__(self) -> "ExternalSorter":
+    def __enter__(self) -> ExternalSorter:
         return self
 
     def __exit__(self, *exc: object) -> None:

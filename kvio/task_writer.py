@@ -11,8 +11,9 @@ Duplicate keys are resolved in arrival order (``duplicates=error|first|last``).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 

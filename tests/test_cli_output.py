@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvio import KeyValueSystem
-from kvio.cli import display, escape, main
+from kvio.cli import escape, main
 from kvio.cli.encoding import escape_pieces, json_field, preview
 
 _NAMED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
@@ -212,7 +212,7 @@ def test_export_refuses_hex_or_base64_with_parquet(tmp_path, capsys, flag):
     assert not (tmp_path / "out.parquet").exists()
 
 
-# ---- import through the external sort --------------------------------------------------------------
+# ---- import through the external sort ------------------------------------------------------
 @pytest.mark.parametrize("policy", ["first", "last", "error"])
 def test_import_duplicates_across_spilled_runs(tmp_path, capsys, policy):
     """With a 64KB sort budget the input is sorted in many spilled runs; equal keys that land

@@ -45,7 +45,7 @@ def write_unsorted_tsv(path: Path, rows: int, seed: int) -> int:
     rng = random.Random(seed)
     with open(path, "w") as handle:
         for _ in range(rows):  # ~1 KB lines: many megabytes for little parsing time
-            handle.write("%016x\t%s\n" % (rng.getrandbits(64), "v" * 1000))
+            handle.write(f"{rng.getrandbits(64):016x}\t{'v' * 1000}\n")
     return path.stat().st_size
 
 

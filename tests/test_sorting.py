@@ -42,7 +42,7 @@ def chunks(items, sizes):
 
 def pairs_of(batches) -> list[tuple[bytes, bytes]]:
     return [p for b in batches if b is not None
-            for p in zip(b.column(0).to_pylist(), b.column(1).to_pylist())]
+            for p in zip(b.column(0).to_pylist(), b.column(1).to_pylist(), strict=True)]
 
 
 def resolve(pairs, mode):
@@ -160,14 +160,16 @@ def items(uri):
 
 def staging_entries(uri):
     base = os.path.join(uri, layout.STAGING)
-    return [os.path.join(d, f) for d, _, fs in os.walk(base) for f in fs] if os.path.exists(base) else []
+    if not os.path.exists(base):
+        return []
+    return [os.path.join(d, f) for d, _, fs in os.walk(base) for f in fs]
 
 
 @pytest.mark.parametrize("shape", ["sorted", "sorted-then-not", "shuffled"])
 @pytest.mark.parametrize("string_columns", [False, True])
 def test_write_any_order(tmp_path, shape, string_columns):
     rng = random.Random(3)
-    keys = sorted({bytes(rng.randrange(256) for _ in range(rng.randint(0, 8))) for _ in range(3000)})
+    keys = sorted({rng.randbytes(rng.randint(0, 8)) for _ in range(3000)})
     if string_columns:
         keys = sorted({k.decode("latin-1").encode("utf-8") for k in keys})
     pairs = [(k, b"v" + k) for k in keys]

@@ -22,16 +22,29 @@ import contextlib
 import io
 import os
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..config import parse_duration
 from ..errors import KvioError
 from ..system import KeyValueSystem
-from .commands import (cmd_diff, cmd_export, cmd_gc, cmd_get, cmd_import, cmd_info, cmd_mv, cmd_rm,
-                       cmd_rollback, cmd_scan, cmd_verify, cmd_versions)
+from .commands import (
+    cmd_diff,
+    cmd_export,
+    cmd_gc,
+    cmd_get,
+    cmd_import,
+    cmd_info,
+    cmd_mv,
+    cmd_rm,
+    cmd_rollback,
+    cmd_scan,
+    cmd_verify,
+    cmd_versions,
+)
 from .encoding import _escape_char, decode_text, display, escape
 from .files import FORMATS, _UsageError, check_protocols
-from .interrupt import EXIT_INTERRUPTED, MESSAGE as INTERRUPTED, InterruptGuard
+from .interrupt import EXIT_INTERRUPTED, InterruptGuard
+from .interrupt import MESSAGE as INTERRUPTED
 from .output import PROG
 from .repair import cmd_repair
 from .smoke import cmd_run_kv_test
@@ -130,17 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="input file ('-' for stdin with tsv/jsonl)")
     p.add_argument("uri")
     p.add_argument("--format", choices=FORMATS, help="input format (default: from the file suffix)")
-    p.add_argument("--key-col", default="key", help="key column/field of jsonl and parquet (default: key)")
+    p.add_argument("--key-col", default="key",
+                   help="key column/field of jsonl and parquet (default: key)")
     p.add_argument("--value-col", default="value", help="value column/field (default: value)")
     p.add_argument("--mode", choices=("error", "overwrite"), default="error",
                    help="if the store exists: fail (default) or publish a new version")
     p.add_argument("--duplicates", choices=("error", "first", "last"), default="error",
                    help="repeated keys: fail (default), keep the first or the last occurrence")
 
-    p = command("export", cmd_export, "write a store (or a key range) to TSV, JSON lines or Parquet")
+    p = command("export", cmd_export,
+                "write a store (or a key range) to TSV, JSON lines or Parquet")
     p.add_argument("uri")
     p.add_argument("dest", help="output file ('-' for stdout)")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: from the file suffix)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="output format (default: from the file suffix)")
     _add_bounds(p)
 
     command("verify", cmd_verify, "check every checksum and the key order of a store") \

@@ -5,7 +5,6 @@ import itertools
 import posixpath
 import sys
 import time
-from typing import Any
 
 from ..diff import VALUE_DIFFERS, diff_stores
 from ..errors import CorruptStoreError
@@ -14,7 +13,6 @@ from .encoding import _human_bytes, display, display_pieces, json_field, preview
 from .files import _input_size, _open_output, _resolve_format, _UsageError, check_output_file
 from .output import PROG, _print_json, _print_table, _progress
 from .transfer import export_batches, import_batches, read_input
-
 
 _SMALL = 1 << 16  # bytes of a pair printed in one piece
 
@@ -66,12 +64,13 @@ def cmd_info(args, kvs: KeyValueSystem) -> int:
 def cmd_get(args, kvs: KeyValueSystem) -> int:
     missing = 0
     with kvs.open_store(args.uri) as reader:
-        for key, value in zip(args.keys, reader.get_many(args.keys)):
+        for key, value in zip(args.keys, reader.get_many(args.keys), strict=True):
             if value is None:
                 missing += 1
                 print(f"{PROG}: key not found: {display(key, args.encoding)}", file=sys.stderr)
             if args.json:
-                shown = {"value": None} if value is None else json_field("value", value, args.encoding)
+                shown = {"value": None} if value is None else \
+                    json_field("value", value, args.encoding)
                 _print_json({**json_field("key", key, args.encoding), **shown})
             elif value is not None:
                 _write_shown(args.encoding, value)
@@ -90,13 +89,6 @@ def cmd_scan(args, kvs: KeyValueSystem) -> int:
     return 0
 
 
-def _version_of(record: Any) -> str | None:
-    """The version a commit record names (typed records, or the dicts of older code)."""
-    if record is None:
-        return None
-    return record["version"] if isinstance(record, dict) else record.version
-
-
 def cmd_import(args, kvs: KeyValueSystem) -> int:
     fmt = _resolve_format(args, args.src)
     if fmt == "parquet" and args.encoding != "auto":
@@ -109,7 +101,7 @@ def cmd_import(args, kvs: KeyValueSystem) -> int:
                              read_bar, spool_dir=kvs.conf.sort_spill_dir)
         record, written = import_batches(kvs, args.uri, args.mode, batches, args.duplicates,
                                          write_bar.update)
-    result = {"uri": args.uri, "count": written.rows_written, "version": _version_of(record),
+    result = {"uri": args.uri, "count": written.rows_written, "version": record and record.version,
               "input_sorted": written.input_sorted, "duplicates_dropped": written.dropped}
     if args.json:
         _print_json(result)
@@ -182,8 +174,8 @@ def cmd_diff(args, kvs: KeyValueSystem) -> int:
     if args.json:
         _print_json({"equal": result.identical, "equal_pairs_seen": result.equal,
                      "truncated": not result.complete,
-                     "differences": [{"kind": d.kind.replace(" ", "_"), **json_field("key", d.key, enc)}
-                                     for d in diffs]})
+                     "differences": [{"kind": d.kind.replace(" ", "_"),
+                                      **json_field("key", d.key, enc)} for d in diffs]})
     else:
         for d in diffs:
             line = f"{d.kind}: {display(d.key, enc)}"
@@ -277,5 +269,6 @@ def cmd_gc(args, kvs: KeyValueSystem) -> int:
         for name in removed.get(kind, []):
             print(f"removed {label} {name}")
     print(f"gc {args.uri}: removed {len(removed['versions'])} version(s), "
-          f"{len(removed['staging'])} staging dir(s), {len(removed.get('files', []))} stray file(s)")
+          f"{len(removed['staging'])} staging dir(s), "
+          f"{len(removed.get('files', []))} stray file(s)")
     return 0

@@ -5,8 +5,7 @@ import base64
 import binascii
 import os
 import re
-from typing import Iterator
-
+from collections.abc import Iterator
 
 _NAMED_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _PIECE = 1 << 16            # bytes escaped at a time: output streams, memory stays flat
@@ -197,7 +196,8 @@ def decode_text(text: str | bytes, encoding: str) -> bytes:
 
 def _human_bytes(n: int) -> str:
     size, unit = float(n), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+    for name in ("B", "KiB", "MiB", "GiB", "TiB"):
+        unit = name
         if size < 1024:
             break
         size /= 1024

@@ -16,7 +16,6 @@ from .. import layout
 from ..errors import KvioError
 from ..fs import filesystem_for, is_url
 
-
 FORMATS = ("tsv", "jsonl", "parquet")
 _FORMAT_SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                     ".parquet": "parquet", ".pq": "parquet"}
@@ -140,7 +139,7 @@ def check_protocols(uri: str, is_file: bool = False) -> None:
     """
     if not is_url(uri):
         return  # a plain local path, taken literally (kvio.fs.filesystem_for)
-    where = {"file": uri} if is_file else {"store": uri}
+    store, file = (None, uri) if is_file else (uri, None)
     for link in uri.split("::"):
         protocol, sep, _ = link.partition("://")
         if not sep:
@@ -150,10 +149,10 @@ def check_protocols(uri: str, is_file: bool = False) -> None:
         except ValueError:
             raise KvioError(f"unknown protocol {protocol + '://'!r}: fsspec has no filesystem "
                             "for it (a local path needs no protocol; e.g. hdfs://, s3://, gs://, "
-                            "memory://)", **where) from None
+                            "memory://)", store=store, file=file) from None
         except ImportError as exc:
             known = known_implementations.get(protocol, {})
             package = _PIP_NAMES.get(protocol) or known.get("class", protocol).split(".")[0]
             raise KvioError(f"the {protocol}:// protocol needs a package that is not installed "
                             f"({exc}); install it with: pip install {package}",
-                            **where) from None
+                            store=store, file=file) from None

@@ -46,7 +46,7 @@ class InterruptGuard:
         self._acknowledged = threading.Event()
         self._closing = threading.Event()
 
-    def __enter__(self) -> "InterruptGuard":
+    def __enter__(self) -> InterruptGuard:
         if threading.current_thread() is not threading.main_thread():
             return self
         try:

@@ -8,7 +8,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-
 PROG = "kvio"
 
 
@@ -19,7 +18,7 @@ def _print_json(obj: Any) -> None:
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _stderr_is_tty() -> bool:

@@ -4,21 +4,21 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..committer import Job
 from ..errors import KvioError
+from ..format.commit_record import CommitRecord
 from ..sorting import normalize_batch
 from ..system import KeyValueSystem
 from ..task_writer import TaskResult, write_any_order
 from .encoding import decode_text, display
 from .files import _open_input, _open_seekable_input
-
 
 _SCHEMA = pa.schema([("key", pa.large_binary()), ("value", pa.large_binary())])
 _READ_CHUNK_ROWS = 65536      # input is read in Arrow batches of at most this many rows
@@ -38,7 +38,8 @@ def _parse_tsv_line(line: bytes, encoding: str) -> tuple[bytes, bytes]:
     return decode_text(fields[0], encoding), decode_text(fields[1], encoding)
 
 
-def _parse_jsonl_line(line: bytes, encoding: str, key_col: str, value_col: str) -> tuple[bytes, bytes]:
+def _parse_jsonl_line(line: bytes, encoding: str, key_col: str,
+                      value_col: str) -> tuple[bytes, bytes]:
     try:
         doc = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -51,9 +52,11 @@ def _parse_jsonl_line(line: bytes, encoding: str, key_col: str, value_col: str) 
         if not isinstance(field, str):
             raise ValueError(f"field {col!r} must be a string, found {type(field).__name__}")
         try:
-            out.append(field.encode("utf-8") if encoding == "auto" else decode_text(field, encoding))
+            out.append(field.encode("utf-8") if encoding == "auto"
+                       else decode_text(field, encoding))
         except UnicodeEncodeError:
-            raise ValueError(f"field {col!r} holds a lone surrogate (not encodable as UTF-8)") from None
+            raise ValueError(f"field {col!r} holds a lone surrogate "
+                             "(not encodable as UTF-8)") from None
     return out[0], out[1]
 
 
@@ -162,7 +165,7 @@ _DUPLICATES_ADVICE = "use --duplicates first or --duplicates last to keep one"
 
 def import_batches(kvs: KeyValueSystem, uri: str, mode: str, batches: Iterable[pa.RecordBatch],
                    duplicates: str, on_written: Callable[[int], Any] | None = None
-                   ) -> tuple[dict | None, TaskResult]:
+                   ) -> tuple[CommitRecord | None, TaskResult]:
     """Write batches in any order as a new store version through the bounded external sort
     (``kvio.sort.memory``, spilling to ``kvio.sort.spill.dir``), and publish it.
 
@@ -218,7 +221,8 @@ def _tsv_lines(pairs: Iterable[tuple[bytes, bytes]], encoding: str, store: str) 
         yield k + b"\t" + v + b"\n"
 
 
-def _jsonl_lines(pairs: Iterable[tuple[bytes, bytes]], encoding: str, store: str) -> Iterator[bytes]:
+def _jsonl_lines(pairs: Iterable[tuple[bytes, bytes]], encoding: str,
+                 store: str) -> Iterator[bytes]:
     for key, value in pairs:
         if encoding == "auto":
             try:
@@ -249,7 +253,7 @@ def export_batches(batches: Iterable[pa.RecordBatch], handle, fmt: str, encoding
         return count
     lines = _tsv_lines if fmt == "tsv" else _jsonl_lines
     for batch in batches:
-        pairs = zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+        pairs = zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
         handle.writelines(lines(pairs, encoding, store))
         count += batch.num_rows
         bar.update(batch.num_rows)
