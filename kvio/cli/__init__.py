@@ -7,9 +7,14 @@ argparse usage errors exit 2. Nothing expected ever shows a traceback.
 
 Bytes on the command line and in output use one of three encodings:
 
-* ``auto`` (default): printed as UTF-8 when that is clean and printable, else escaped
-  (``\\xNN``, ``\\t``, ``\\n``, ``\\r``, ``\\\\``). Key arguments are taken as typed.
+* ``auto`` (default): clean, printable UTF-8 is printed as is, everything else escaped
+  (``\\xNN``, ``\\t``, ``\\n``, ``\\r``, and ``\\\\`` for the backslash itself, so every output
+  maps back to one byte string). ``--json`` gives a key or value as a string when it is clean
+  UTF-8 and as base64 in ``key_base64``/``value_base64`` otherwise. Key arguments are taken as
+  typed.
 * ``hex`` / ``base64`` (``--hex``, ``--base64``): exact, for binary keys and for scripts.
+
+Ctrl-C ends any command with ``kvio: interrupted`` and exit status 130 (:mod:`.interrupt`).
 
 Exports are lossless: in ``auto`` mode a text export refuses a key or value that cannot be
 written as plain text (and names it) instead of writing an escape that import would not undo.
