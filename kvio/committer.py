@@ -219,7 +219,7 @@ class Job:
             The job; ``job.ctx`` is what tasks need.
 
         Raises:
-            InvalidArgumentError: an unknown mode.
+            InvalidArgumentError: an unknown mode (or not overwrite with ``repair``).
             StoreExistsError: mode error and the store exists, or the path holds other data.
             CorruptStoreError: the newest commit record is damaged (or, with ``repair``, it is
                 not).
@@ -228,6 +228,9 @@ class Job:
         if mode not in MODES:
             raise InvalidArgumentError(f"unknown write mode {mode!r}; use one of "
                                        f"{', '.join(MODES)}", store=uri)
+        if repair and mode != "overwrite":
+            raise InvalidArgumentError(f"a repair job publishes a whole version: mode must be "
+                                       f"'overwrite', not {mode!r}", store=uri)
         cfg = Config(conf)
         io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
         io.require_atomic()
