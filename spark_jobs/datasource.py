@@ -4,7 +4,7 @@
     spark.read.format("kvstore").option("keyType", "string").option("valueType", "string").load(uri)
     df.write.format("kvstore").mode("overwrite").save(uri)     # or "append"
 
-Register it with ``kvio.spark.register(spark)``, or let Spark find it: it imports every
+Register it with ``spark_jobs.register(spark)``, or let Spark find it: it imports every
 top-level ``pyspark_*`` module and ``pyspark_kvio`` exposes this class as ``DefaultSource``.
 
 Read options:
@@ -326,7 +326,7 @@ def check_write_schema(schema: StructType, options: Mapping[str, str]) -> tuple[
         hint = f"df.withColumn({name!r}, F.col({name!r}).cast('string'))"
         if what == "value" and dtype.typeName() in ("struct", "map", "array"):
             hint = (f"df.withColumn({name!r}, F.to_json({name!r})), or "
-                    "kvio.spark.write_store(df, uri, value_format='json')")
+                    "spark_jobs.write_store(df, uri, value_format='json')")
         raise KvioError(f"{what} column {name!r} has type {dtype.simpleString()}; a kvstore holds "
                         f"binary or string keys and values: convert it first, e.g. {hint}")
     return key_column, value_column

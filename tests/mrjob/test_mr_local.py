@@ -21,7 +21,7 @@ def test_local_clone_of_hostile_bytes_in_many_partitions_and_one_huge_value(tmp_
     build_store(tmp_path / "src", pairs, {"kvio.partition.size.max": "16KB", "kvio.block.size": "512B"})
     build_store(tmp_path / "huge", [huge])  # a second input store
     result = run_kv_job(CloneStore, "local", [tmp_path / "src", tmp_path / "huge"], tmp_path / "dst",
-                        "--output-partitions", "5")
+                        "--output-partitions", "5", "--split-size", "16KB")
     pairs = sorted(pairs + [huge])
     assert result["map_tasks"] >= 8 and result["output_partitions"] == 5
     assert result["pairs_written_counter"] == len(pairs)
