@@ -54,7 +54,7 @@ import mr_jobs
 from kvio import layout
 from kvio.committer import Job, JobContext, TaskAttempt
 from kvio.config import Config, parse_size
-from kvio.errors import CommitError, KeyOrderError, KvioError
+from kvio.errors import ArgumentTypeError, CommitError, KeyOrderError, KvioError
 from kvio.fs import FileIO
 from kvio.plan import read_version_split
 from kvio.system import KeyValueSystem
@@ -125,8 +125,8 @@ class KVStoreJob(MRJob):
             help="number of output partitions (key ranges); default: as many as the input "
                  "has non-empty partitions (store input) or 1 (text input)")
         add("--split-size", dest="split_size", default=DEFAULT_SPLIT_SIZE,
-            help="input partitions larger than this are read by several map tasks, each a "
-                 f"block range (default {DEFAULT_SPLIT_SIZE})")
+            help="bytes of input per map task: small partitions are packed together, larger "
+                 f"ones cut into block ranges (default {DEFAULT_SPLIT_SIZE})")
         add("--split-points", dest="split_points", default=None,
             help="file of hex keys, one per line: the first key of each output partition "
                  "but the first (overrides --output-partitions)")
@@ -220,7 +220,7 @@ class KVStoreJob(MRJob):
         route = self._router()
         for key, value in pairs or ():
             if type(key) is not bytes:
-                raise TypeError(f"{type(self).__name__} yielded a key of type {type(key).__name__}; "
+                raise ArgumentTypeError(f"{type(self).__name__} yielded a key of type {type(key).__name__}; "
                                 "keys and values of a kvio store are bytes")
             yield route(key), (key, value)
 
@@ -263,7 +263,7 @@ class KVStoreJob(MRJob):
         for what, items in (("key", keys), ("value", values)):
             for item in items:
                 if type(item) is not bytes:
-                    raise TypeError(f"{type(self).__name__} yielded a {what} of type "
+                    raise ArgumentTypeError(f"{type(self).__name__} yielded a {what} of type "
                                     f"{type(item).__name__}; keys and values of a kvio store are bytes")
         return keys, values
 
