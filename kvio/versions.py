@@ -413,9 +413,6 @@ def collect_garbage(io: FileIO, retain: int,
         raise damaged_head_error(io, commits.damaged[-1])
     kept = retained_versions(list(commits.records), retain)
     referenced = {r.version for r in commits.records if r.version}
-    if commits.damaged:
-        log.warning("kvio: %s has damaged commit record(s) %s: gc keeps every version directory "
-                    "no intact record names", io.uri, [d.seq for d in commits.damaged])
     now = time.time()
 
     def old_enough(rel: str) -> bool:
@@ -434,7 +431,12 @@ def collect_garbage(io: FileIO, retain: int,
         # A version no commit names may belong to a job between its rename and its commit:
         # only remove it once it is old. Superseded versions go at once; the manifest first,
         # so a half-deleted version is never mistaken for an available one.
-        if (name in referenced) or (not commits.damaged and old_enough(rel)):
+        if name in referenced or old_enough(rel):
+            if name not in referenced and commits.damaged:
+                log.warning("kvio: gc keeps version %s of %s: no intact commit record names it, "
+                            "and damaged record(s) %s may", name, io.uri,
+                            [d.seq for d in commits.damaged])
+                continue
             _remove(io, layout.manifest_path(name), f"version {name}", tree=False)
             _remove(io, rel, f"version {name}")
             removed["versions"].append(name)
