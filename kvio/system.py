@@ -207,7 +207,7 @@ class KeyValueSystem:
             One JSON object per record: its fields (``seq``, ``version``, ``op``, ``job``,
             ``time`` and the optional ones) plus ``current`` (the newest record),
             ``available`` (its version's files are retained) and ``live`` (its version is the
-            current one). A damaged record has only ``seq``, ``damaged`` (what is wrong),
+            current one). A damaged record has only ``seq``, ``corrupt`` (what is wrong),
             ``file`` and those three flags; when it is the newest, no version is current.
 
         Raises:
@@ -223,7 +223,7 @@ class KeyValueSystem:
         rows: list[dict[str, Any]] = [
             {**r.to_json(), "available": r.version in present,
              "live": current is not None and r.version == current} for r in commits.records]
-        rows += [{"seq": d.seq, "version": None, "op": None, "damaged": d.reason, "file": d.file,
+        rows += [{"seq": d.seq, "version": None, "op": None, "corrupt": d.reason, "file": d.file,
                   "available": False, "live": False} for d in commits.damaged]
         rows.sort(key=lambda row: row["seq"])
         for row in rows:

@@ -92,7 +92,7 @@ def test_versions_lists_the_damaged_record(two_versions, capsys):
     rows = kvs.versions(uri)
     assert [(r["seq"], r["version"], r["current"], r["live"]) for r in rows] == \
         [(1, v1, False, False), (2, None, True, False)]
-    assert "checksum mismatch" in rows[1]["damaged"]
+    assert "checksum mismatch" in rows[1]["corrupt"]
     assert rows[1]["file"].endswith("0000000002.commit")
     code, out, err = run(capsys, "versions", uri)
     assert code == 0
@@ -124,6 +124,10 @@ def test_repair_asks_which_version_when_the_damaged_record_may_have_published_on
     records = all_records(uri)
     assert {k: records[k] for k in before} == before  # the damaged record stays as it was
     assert len(records) == 3
+    code, out, err = run(capsys, "versions", uri)
+    assert code == 0
+    assert [line.split()[-1] for line in out.splitlines()[1:]] == ["available", "DAMAGED", "current"]
+    assert "commit 2 is damaged" in err and "kvio repair" not in err
 
 
 def test_repair_to_the_last_intact_version_then_the_store_works_again(two_versions):
@@ -139,7 +143,9 @@ def test_repair_to_the_last_intact_version_then_the_store_works_again(two_versio
     # gc keeps the version the damaged record may name; history steps over the damaged record
     kvs.gc(uri, older_than=0)
     assert os.path.exists(os.path.join(uri, "_versions", v2, "manifest.kvm"))
-    assert [r["seq"] for r in kvs.versions(uri)] == [1, 2, 3]
+    rows = kvs.versions(uri)
+    assert [(r["seq"], "corrupt" in r, r["current"]) for r in rows] == \
+        [(1, False, False), (2, True, False), (3, False, True)]
     write(kvs, uri, {b"c": b"v4"}, mode="overwrite")
     assert content(uri) == {b"c": b"v4"}
     assert kvs.rollback(uri)["source"] == record["version"]

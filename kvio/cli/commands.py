@@ -220,7 +220,7 @@ def _format_time(stamp: float | None) -> str:
 
 
 def _version_status(doc: dict) -> str:
-    if doc.get("damaged"):
+    if doc.get("corrupt"):
         return "DAMAGED"
     if doc.get("version") is None:
         return "deleted" if doc["current"] else "-"
@@ -238,10 +238,10 @@ def cmd_versions(args, kvs: KeyValueSystem) -> int:
              _format_time(d.get("time")), _version_status(d)] for d in history]
     _print_table(rows, ["seq", "version", "op", "time", "status"])
     for d in history:
-        if d.get("damaged"):
-            print(f"{PROG}: commit {d['seq']} is damaged: {d['damaged']} ({d['file']})",
+        if d.get("corrupt"):
+            print(f"{PROG}: commit {d['seq']} is damaged: {d['corrupt']} ({d['file']})",
                   file=sys.stderr)
-    if history and history[-1].get("damaged"):
+    if history and history[-1].get("corrupt"):
         print(f"{PROG}: the newest commit is damaged, so no version is current: `kvio repair "
               f"{args.uri}` makes an intact version current again, `kvio rm {args.uri}` deletes "
               "the store", file=sys.stderr)
