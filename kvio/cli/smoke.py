@@ -128,7 +128,8 @@ def _check_kv_test_store(kvs: KeyValueSystem, uri: str, bar: tqdm) -> None:
     with kvs.open_store(uri) as reader:
         parts = len(reader.info()["partitions"])
         _check(parts == KV_TEST_PAIRS, f"expected {KV_TEST_PAIRS} partitions, found {parts}")
-        _check(len(reader) == KV_TEST_PAIRS, f"expected {KV_TEST_PAIRS} pairs, len() is {len(reader)}")
+        _check(len(reader) == KV_TEST_PAIRS,
+               f"expected {KV_TEST_PAIRS} pairs, len() is {len(reader)}")
         for i in range(KV_TEST_PAIRS):
             _check(reader.get(kv_test_key(i)) == kv_test_value(i), f"wrong value for key {i}")
             bar.update(1)
@@ -137,7 +138,8 @@ def _check_kv_test_store(kvs: KeyValueSystem, uri: str, bar: tqdm) -> None:
         for expected, (key, value) in itertools.zip_longest(range(KV_TEST_PAIRS), reader.items()):
             _check(expected is not None and key == kv_test_key(expected),
                    f"iteration out of order or too long at position {seen}")
-            _check(value == kv_test_value(expected), f"iteration returned a wrong value for key {expected}")
+            _check(value == kv_test_value(expected),
+                   f"iteration returned a wrong value for key {expected}")
             seen += 1
         _check(seen == KV_TEST_PAIRS, f"iteration returned {seen} pairs")
 
