@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from .committer import Job, TaskAttempt
 from .config import Config
 from .byteslike import as_bytes as _as_bytes
-from .errors import KeyOrderError, PairTooLargeError, WriterClosedError
+from .errors import ArgumentTypeError, KeyOrderError, PairTooLargeError, WriterClosedError
 from .format.partition_writer import PartitionWriter, key_hashes
 
 _PAIR_OVERHEAD = 16 + 24  # two int64 offsets + about 1/0.7 of a 16-byte index slot
@@ -46,11 +46,11 @@ def _binary_column(col: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
     elif pa.types.is_binary_view(col.type) or pa.types.is_string_view(col.type):
         col = pc.cast(col, pa.large_binary())
     elif col.type not in (pa.binary(), pa.large_binary()):
-        raise TypeError(f"column {name!r} has type {col.type}; kvio stores bytes: cast it to "
+        raise ArgumentTypeError(f"column {name!r} has type {col.type}; kvio stores bytes: cast it to "
                         "binary or string first")
     if col.null_count:
         row = pc.index(pc.is_null(col), True).as_py()
-        raise TypeError(f"column {name!r} has a null at row {row}; keys and values cannot be null "
+        raise ArgumentTypeError(f"column {name!r} has a null at row {row}; keys and values cannot be null "
                         "(use b'' for an empty value)")
     return col
 
@@ -282,7 +282,7 @@ class SortedPairWriter:
         names = table.schema.names
         for col in (key_column, value_column):
             if col not in names:
-                raise TypeError(f"Arrow input has no column {col!r} (columns: {names})")
+                raise ArgumentTypeError(f"Arrow input has no column {col!r} (columns: {names})")
         keys = _binary_column(table.column(key_column), key_column)
         values = _binary_column(table.column(value_column), value_column)
         n = len(keys)
