@@ -124,7 +124,7 @@ class KeyValueSystem:
                 pass  # only kvio's own directories: a first writer died before the marker
         elif commits.head_damaged or (newest is not None and newest.live):
             versions.publish_commit(io, commits.newest_seq + 1, None, "delete")
-        io.delete_tree()
+        _remove_store_files(io)
         return {"uri": uri, "damaged": [{"seq": d.seq, "file": d.file, "error": d.reason}
                                         for d in commits.damaged]}
 
@@ -277,3 +277,19 @@ class KeyValueSystem:
             versions.current_state_for_read(io)
         age = self.conf.staging_max_age if older_than is None else older_than
         return versions.collect_garbage(io, self.conf.versions_retain, older_than=age)
+
+
+def _remove_store_files(io: FileIO) -> None:
+    """Remove a store whose delete record is published, in an order that an interruption
+    cannot turn into a resurrection: the data first, then the commit records oldest first, so
+    the newest record (the delete) is the last to go and an older version never becomes the
+    newest record again. A rerun of ``delete_store`` finishes the job."""
+    for name in io.listdir(""):
+        if name != layout.COMMITS:
+            if io.isdir(name):
+                io.delete_tree(name)
+            else:
+                io.delete_file(name)
+    for seq in versions.commit_seqs(io):  # ascending
+        io.delete_file(layout.commit_name(seq))
+    io.delete_tree()

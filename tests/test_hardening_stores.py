@@ -401,3 +401,63 @@ def test_rm_of_a_symlink_to_a_store_refuses_and_leaves_both_intact(tmp_path, cap
     assert "symbolic link" in err and uri in err
     assert all_records(uri) == before and content(uri) == {b"a": b"1"}
     assert content(link) == {b"a": b"1"}
+
+
+def test_delete_removes_commit_records_last_and_oldest_first(tmp_path, monkeypatch):
+    """An interrupted delete must never make an older version the newest record again: the
+    data goes first, then the commit records in ascending order (the delete record last)."""
+    import os as _os
+
+    from kvio import KeyValueSystem, StoreNotFoundError
+    kvs = KeyValueSystem(conf={"kvio.versions.retain": "5"})
+    uri = str(tmp_path / "s")
+    for n in range(6):
+        with kvs.create_store(uri, mode="overwrite") as w:
+            w.put(b"k", b"%d" % n)
+    removed: list[str] = []
+
+    def recording(real):
+        def remove(path, *args, **kwargs):
+            removed.append(_os.fsdecode(path))
+            return real(path, *args, **kwargs)
+        return remove
+    monkeypatch.setattr(_os, "unlink", recording(_os.unlink))
+    monkeypatch.setattr(_os, "remove", recording(_os.remove))
+    kvs.delete_store(uri)
+    monkeypatch.undo()
+    def is_record(path: str) -> bool:  # (publishing also removes its own .tmp- file)
+        name = _os.path.basename(path)
+        return name.endswith(".commit") and name[:10].isdigit()
+    commits = [_os.path.basename(p) for p in removed if is_record(p)]
+    assert commits == sorted(commits) and len(commits) == 7  # six versions and the delete
+    first_commit = next(i for i, p in enumerate(removed) if is_record(p))
+    assert all(is_record(p) for p in removed[first_commit:])
+    with pytest.raises(StoreNotFoundError):
+        kvs.open_store(uri)
+
+
+def test_interrupted_delete_reads_as_deleted_and_a_rerun_finishes(tmp_path, monkeypatch):
+    from kvio import KeyValueSystem, StoreNotFoundError
+    from kvio.fs import FileIO
+    kvs = KeyValueSystem()
+    uri = str(tmp_path / "s")
+    for n in range(3):
+        with kvs.create_store(uri, mode="overwrite") as w:
+            w.put(b"k", b"%d" % n)
+    real = FileIO.delete_file
+    calls = {"n": 0}
+
+    def interrupted(self, rel):
+        if rel.endswith(".commit"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        return real(self, rel)
+    monkeypatch.setattr(FileIO, "delete_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kvs.delete_store(uri)
+    monkeypatch.undo()
+    with pytest.raises(StoreNotFoundError, match="deleted"):
+        kvs.open_store(uri)
+    kvs.delete_store(uri)
+    assert not (tmp_path / "s").exists()
