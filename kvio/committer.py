@@ -73,8 +73,7 @@ class JobContext:
 
     def file_io(self) -> FileIO:
         cfg = Config(self.conf)
-        return FileIO(self.uri, allow_non_atomic=cfg.allow_non_atomic,
-                      storage_options=self.storage_options)
+        return FileIO.for_conf(self.uri, cfg, self.storage_options)
 
 
 class _Discard(_io.RawIOBase):
@@ -232,7 +231,7 @@ class Job:
             raise InvalidArgumentError(f"a repair job publishes a whole version: mode must be "
                                        f"'overwrite', not {mode!r}", store=uri)
         cfg = Config(conf)
-        io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
+        io = FileIO.for_conf(uri, cfg, storage_options)
         io.require_atomic()
         if io.exists() and not io.isdir():
             raise StoreExistsError("path exists and is a file, not a store", store=uri)
@@ -524,7 +523,7 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
         ConcurrentCommitError: another process published meanwhile (nothing published).
     """
     cfg = Config(conf)
-    io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
+    io = FileIO.for_conf(uri, cfg, storage_options)
     state = versions.current_state_for_read(io)
     present = versions.available_versions(io)
     # Restoring what is already current would publish a copy of it, and retention would then

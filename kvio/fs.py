@@ -131,6 +131,25 @@ class FileIO:
     Raises InvalidArgumentError for a root that fsspec's generic move and delete would expand
     as a glob pattern (object stores, memory)."""
 
+    @classmethod
+    def for_conf(cls, uri: str, conf: Config, storage_options: dict | None = None) -> "FileIO":
+        """The I/O of ``uri`` with the settings that concern it resolved from ``conf``
+        (``kvio.commit.allow.non.atomic``, ``kvio.fs.connect.timeout``).
+
+        Args:
+            uri: a local path or fsspec URL.
+            conf: resolved settings.
+            storage_options: fsspec options (credentials, endpoints).
+
+        Returns:
+            The file I/O.
+
+        Raises:
+            InvalidArgumentError, KvioError: see the constructor.
+        """
+        return cls(uri, allow_non_atomic=conf.allow_non_atomic, storage_options=storage_options,
+                   connect_timeout=conf.connect_timeout)
+
     def __init__(self, uri: str, *, allow_non_atomic: bool = False,
                  storage_options: dict | None = None, connect_timeout: float | None = None):
         self.uri = uri

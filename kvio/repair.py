@@ -106,7 +106,7 @@ def repair(uri: str, version: str | None = None, conf: dict[str, Any] | None = N
         CommitError: a file of the version to restore failed validation (nothing published).
     """
     cfg = Config(conf)
-    io = FileIO(uri, allow_non_atomic=cfg.allow_non_atomic, storage_options=storage_options)
+    io = FileIO.for_conf(uri, cfg, storage_options)
     if not io.exists():
         raise StoreNotFoundError("no store at this location", store=uri)
     found = inspect(io)

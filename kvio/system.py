@@ -28,8 +28,7 @@ class KeyValueSystem:
     def _io(self, uri: str) -> FileIO:
         if not isinstance(uri, str) or not uri:
             raise InvalidArgumentError(f"a store URI must be a non-empty string, got {uri!r}")
-        return FileIO(uri, allow_non_atomic=self.conf.allow_non_atomic,
-                      storage_options=self.storage_options)
+        return FileIO.for_conf(uri, self.conf, self.storage_options)
 
     # ---- create / open -----------------------------------------------------------------
     def create_store(self, uri: str, mode: str = "error") -> StoreWriter:

@@ -234,7 +234,8 @@ class KVStoreJob(MRJob):
                             "inputs reach map tasks as .kvsplit files written by the driver)")
         split = InputSplit.load(input_path)
         conf = Config(ctx.conf)
-        io = FileIO(split.store, allow_non_atomic=True, storage_options=ctx.storage_options)
+        io = FileIO(split.store, allow_non_atomic=True, storage_options=ctx.storage_options,
+                    connect_timeout=conf.connect_timeout)
         return read_version_split(io, split.version, split.split, conf)
 
     def _kv_map_store(self, input_path: str, input_uri: str):

@@ -253,8 +253,7 @@ class KvStoreReader(DataSourceReader):
 
     def _read(self, split: KvStoreSplit) -> Iterator[pa.RecordBatch]:
         conf = Config(split.conf)
-        io = FileIO(split.uri, allow_non_atomic=conf.allow_non_atomic,
-                    storage_options=split.storage_options)
+        io = FileIO.for_conf(split.uri, conf, split.storage_options)
         batches = read_version_split(io, split.version, Split(split.pieces, 0), conf, split.ranges)
         yield from OutputBatches(self.arrow_schema, split.uri, self.batch_bytes)(batches)
 

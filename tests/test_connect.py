@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kvio import KeyValueSystem
 from kvio.config import Config
 from kvio.connect import namenode_address
 from kvio.errors import ConfigError, FilesystemUnreachableError
@@ -143,3 +144,14 @@ def test_the_setting_has_a_bounded_default_and_rejects_nonsense(monkeypatch):
 ])
 def test_namenode_address(uri, address):
     assert namenode_address(uri) == address
+
+
+def test_conf_argument_reaches_the_timeout(silent_namenode):
+    """``conf=`` (and the CLI's ``--conf``) sets kvio.fs.connect.timeout, not only the defaults
+    file and the environment."""
+    uri = f"hdfs://127.0.0.1:{silent_namenode}/store"
+    kvs = KeyValueSystem(conf={"kvio.fs.connect.timeout": "1.25s"})
+    with pytest.raises(FilesystemUnreachableError, match=r"within 1\.25s"):
+        kvs.open_store(uri)
+    proc = kvio_cmd("--conf", "kvio.fs.connect.timeout=1.25s", "info", uri)
+    assert proc.returncode == 1 and "within 1.25s" in proc.stderr
