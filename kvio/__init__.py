@@ -4,11 +4,26 @@ The core imports no Spark and no mrjob; see ``spark_jobs`` and ``mr_jobs`` for t
 """
 __version__ = "0.1.0"
 
-from .errors import (ArgumentTypeError, CommitError, ConcurrentCommitError, ConfigError, CorruptStoreError,  # noqa: E402
-                     IncompleteStoreError, InvalidArgumentError, KeyOrderError, KvioError,
-                     NotAStoreError, PairTooLargeError, ReaderClosedError, StoreExistsError,
-                     StoreNotFoundError, UnsafeFilesystemError, UnsupportedFormatError,
-                     VersionNotRetainedError, WriterClosedError)
+from .errors import (  # noqa: E402
+    ArgumentTypeError,
+    CommitError,
+    ConcurrentCommitError,
+    ConfigError,
+    CorruptStoreError,
+    IncompleteStoreError,
+    InvalidArgumentError,
+    KeyOrderError,
+    KvioError,
+    NotAStoreError,
+    PairTooLargeError,
+    ReaderClosedError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnsafeFilesystemError,
+    UnsupportedFormatError,
+    VersionNotRetainedError,
+    WriterClosedError,
+)
 from .reader import StoreReader  # noqa: E402
 from .system import KeyValueSystem  # noqa: E402
 from .writer import StoreWriter  # noqa: E402

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -129,7 +130,7 @@ class Config:
         if self.connect_timeout <= 0:
             raise ConfigError("kvio.fs.connect.timeout must be more than 0s")
 
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Config":
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
         if not overrides:
             return self
         return Config({**self.raw, **overrides})

@@ -132,7 +132,10 @@ def touches(ranges: Sequence[Range], low: bytes, high: bytes) -> bool:
             lo = mid + 1
         else:
             hi = mid
-    return lo < len(ranges) and (ranges[lo][0] is None or ranges[lo][0] <= high)
+    if lo == len(ranges):
+        return False
+    start = ranges[lo][0]
+    return start is None or start <= high
 
 
 def clip(ranges: Sequence[Range], low: bytes | None, high_inclusive: bytes | None,

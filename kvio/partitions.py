@@ -17,7 +17,7 @@ import mmap
 import posixpath
 import sys
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from . import layout
 from .config import Config
@@ -26,9 +26,6 @@ from .format.manifest import PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import BufferSource, RangeSource, Source
 from .fs import FileIO
-
-#: Python 3.13+ can map a file without keeping a descriptor for the mapping's lifetime.
-_MMAP_TRACKFD = sys.version_info >= (3, 13)
 
 
 def version_file(version: str, entry: PartitionEntry) -> str:
@@ -48,7 +45,9 @@ def _map_local(path: str) -> BufferSource:
     with open(path, "rb") as handle:
         if handle.seek(0, 2) == 0:
             return BufferSource(b"", name=path)
-        if _MMAP_TRACKFD:
+        # 3.13+ maps without keeping a descriptor for the mapping's lifetime. (A literal version
+        # check, so that type checkers know ``trackfd`` exists in this branch.)
+        if sys.version_info >= (3, 13):
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ, trackfd=False)
         else:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)

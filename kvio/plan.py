@@ -22,6 +22,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,7 @@ class Piece:
                 "start": _hex(self.start), "stop": _hex(self.stop), "weight": self.weight}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Piece":
+    def from_json(cls, doc: dict[str, Any]) -> Piece:
         """Inverse of :meth:`to_json`."""
         blocks = doc.get("blocks")
         return cls(tuple(PartitionEntry.from_json(e) for e in doc["entries"]),
@@ -106,7 +107,7 @@ class Split:
         return {"pieces": [p.to_json() for p in self.pieces], "weight": self.weight}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Split":
+    def from_json(cls, doc: dict[str, Any]) -> Split:
         """Inverse of :meth:`to_json`."""
         return cls(tuple(Piece.from_json(p) for p in doc["pieces"]), int(doc["weight"]))
 
@@ -143,16 +144,17 @@ class ReadPlanner:
         live = manifest.live()
         groups: list[list[tuple[int, PartitionEntry]]] = []
         high = b""
-        for prio, entry in sorted(live, key=lambda pe: pe[1].min_key):  # type: ignore[arg-type,return-value]
-            if groups and entry.min_key <= high:  # type: ignore[operator]
+        for prio, entry in sorted(live, key=lambda pe: pe[1].key_range()[0]):
+            low_key, high_key = entry.key_range()
+            if groups and low_key <= high:
                 groups[-1].append((prio, entry))
-                high = max(high, entry.max_key)  # type: ignore[type-var]
+                high = max(high, high_key)
             else:
                 groups.append([(prio, entry)])
-                high = entry.max_key  # type: ignore[assignment]
+                high = high_key
         self.groups = [
             _Group(tuple(e for _, e in sorted(g, key=lambda pe: pe[0])),
-                   min(e.min_key for _, e in g), max(e.max_key for _, e in g),  # type: ignore[type-var]
+                   min(e.key_range()[0] for _, e in g), max(e.key_range()[1] for _, e in g),
                    sum(e.size for _, e in g))
             for g in groups]
         self._lows = [g.low for g in self.groups]
@@ -216,7 +218,7 @@ class ReadPlanner:
                 weights.append(0)
             splits[-1].append(piece)
             weights[-1] += piece.weight
-        return [Split(tuple(p), w) for p, w in zip(splits, weights)]
+        return [Split(tuple(p), w) for p, w in zip(splits, weights, strict=True)]
 
 
 def _cut_partition(entry: PartitionEntry, ranges: Sequence[Range], split_bytes: int,
@@ -236,7 +238,7 @@ def _cut_partition(entry: PartitionEntry, ranges: Sequence[Range], split_bytes: 
         return [Piece((entry,), blocks=(first, last), weight=size * span // max(nb, 1))]
     bounds = [first + span * i // parts for i in range(parts + 1)]
     return [Piece((entry,), blocks=(a, b), weight=size * (b - a) // nb)
-            for a, b in zip(bounds, bounds[1:]) if b > a]
+            for a, b in pairwise(bounds) if b > a]
 
 
 def _cut_overlapping(group: _Group, split_bytes: int, open_entry: OpenEntry) -> list[Piece]:
@@ -261,7 +263,7 @@ def _cut_overlapping(group: _Group, split_bytes: int, open_entry: OpenEntry) -> 
         done += weight
     bounds: list[bytes | None] = [None, *cuts, None]
     share = total // (len(cuts) + 1)
-    return [Piece(group.entries, start=a, stop=b, weight=share) for a, b in zip(bounds, bounds[1:])]
+    return [Piece(group.entries, start=a, stop=b, weight=share) for a, b in pairwise(bounds)]
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -281,8 +283,8 @@ def read_piece(open_entry: OpenEntry, piece: Piece,
     Raises:
         CorruptStoreError: a file is missing or fails its checksums.
     """
-    low = min(e.min_key for e in piece.entries)  # type: ignore[type-var]
-    high = max(e.max_key for e in piece.entries)  # type: ignore[type-var]
+    low = min(e.key_range()[0] for e in piece.entries)
+    high = max(e.key_range()[1] for e in piece.entries)
     wanted = keyranges.clip(ranges, low, high, piece.start, piece.stop)
     if len(piece.entries) == 1:
         reader = open_entry(piece.entries[0])

@@ -65,7 +65,7 @@ class _RangeView:
     """A re-iterable view of a key range of a reader (what items/keys/values return with
     ``start``/``stop``/``prefix``); each iteration scans the range again."""
 
-    def __init__(self, reader: "StoreReader", ranges: list[Range], column: int | None):
+    def __init__(self, reader: StoreReader, ranges: list[Range], column: int | None):
         self._reader, self._ranges, self._column = reader, ranges, column
 
     def __iter__(self) -> Iterator[Any]:
@@ -80,21 +80,21 @@ class _RangeView:
 
 
 class _Items(ItemsView):
-    _mapping: "StoreReader"
+    _mapping: StoreReader
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return self._mapping._iter_column(keyranges.ALL, None)
 
 
 class _Keys(KeysView):
-    _mapping: "StoreReader"
+    _mapping: StoreReader
 
     def __iter__(self) -> Iterator[bytes]:
         return self._mapping._iter_column(keyranges.ALL, 0)
 
 
 class _Values(ValuesView):
-    _mapping: "StoreReader"
+    _mapping: StoreReader
 
     def __iter__(self) -> Iterator[bytes]:  # one scan, no lookup per key
         return self._mapping._iter_column(keyranges.ALL, 1)
@@ -130,12 +130,12 @@ class StoreReader(Mapping):
         self._disjoint = manifest.disjoint
         # Disjoint: partitions ordered by min key for one bisect. Otherwise every candidate,
         # highest priority (latest in the manifest) first.
-        ordered = sorted(live, key=lambda pe: pe[1].min_key) if self._disjoint \
-            else sorted(live, key=lambda pe: -pe[0])  # type: ignore[arg-type,return-value]
+        ordered = sorted(live, key=lambda pe: pe[1].key_range()[0]) if self._disjoint \
+            else sorted(live, key=lambda pe: -pe[0])
         self._order: list[PartitionEntry] = [e for _, e in ordered]
         self._slot = {e.path: j for j, e in enumerate(self._order)}
-        self._mins = [e.min_key for e in self._order]
-        self._maxs = [e.max_key for e in self._order]
+        self._mins = [e.key_range()[0] for e in self._order]
+        self._maxs = [e.key_range()[1] for e in self._order]
         self._count = manifest.count if manifest.count is not None else _COUNTS.get((self.uri, self.version))
         # Lookup functions of the partitions in ``_order`` (None until opened, and again after
         # the cache closed the partition to stay within its limit).
@@ -229,19 +229,19 @@ class StoreReader(Mapping):
                 idx = by_part[bounds[j]:bounds[j + 1]].tolist()
                 if idx:
                     values = self._partition(order[j]).get_many([keys[i] for i in idx], default)
-                    for i, v in zip(idx, values):
+                    for i, v in zip(idx, values, strict=True):
                         out[i] = v
             return out
         # Overlapping ranges: highest priority first; later partitions see only the misses.
         pending = list(range(len(keys)))
         for j, entry in enumerate(order):
             lo, hi = self._mins[j], self._maxs[j]
-            ask = [p for p in pending if lo <= keys[p] <= hi]  # type: ignore[operator]
+            ask = [p for p in pending if lo <= keys[p] <= hi]
             if not ask:
                 continue
             values = self._partition(entry).get_many([keys[p] for p in ask], _MISSING)
             found = set()
-            for p, v in zip(ask, values):
+            for p, v in zip(ask, values, strict=True):
                 if v is not _MISSING:
                     out[p] = v
                     found.add(p)
@@ -316,7 +316,7 @@ class StoreReader(Mapping):
     def _iter_column(self, ranges: list[Range], column: int | None) -> Iterator[Any]:
         for batch in self._batches(ranges):
             if column is None:
-                yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+                yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
             else:
                 yield from batch.column(column).to_pylist()
 
@@ -408,7 +408,7 @@ class StoreReader(Mapping):
         self._gets = [None] * len(self._order)
         self.__dict__.pop("get", None)
 
-    def __enter__(self) -> "StoreReader":
+    def __enter__(self) -> StoreReader:
         self._check_open()
         return self
 

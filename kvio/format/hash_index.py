@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import INDEX_PAGE_SLOTS, INDEX_PAGE_BYTES
+from .spec import INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS
 
 
 @dataclass
@@ -23,7 +23,7 @@ class HashIndex:
     table: np.ndarray  # shape (total_slots, 2) of little-endian uint64: (hash, row)
 
     def pages(self):
-        raw = memoryview(self.table).cast("B")
+        raw = self.table.data.cast("B")
         for start in range(0, len(raw), INDEX_PAGE_BYTES):
             yield raw[start:start + INDEX_PAGE_BYTES]
 

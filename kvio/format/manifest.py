@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from ..errors import CorruptStoreError, UnsupportedFormatError
@@ -59,6 +60,19 @@ class PartitionEntry:
         """True when the partition holds at least one pair."""
         return self.count > 0
 
+    def key_range(self) -> tuple[bytes, bytes]:
+        """[min_key, max_key] of a non-empty partition.
+
+        Returns:
+            ``(min_key, max_key)``.
+
+        Raises:
+            ValueError: the partition is empty and has no key range.
+        """
+        if self.min_key is None or self.max_key is None:
+            raise ValueError(f"partition {self.path} is empty and has no key range")
+        return self.min_key, self.max_key
+
     def holds(self, key: bytes) -> bool:
         """Whether ``key`` lies inside [min_key, max_key] (not whether it is present)."""
         return self.count > 0 and self.min_key <= key <= self.max_key  # type: ignore[operator]
@@ -69,7 +83,7 @@ class PartitionEntry:
             return False
         return (stop is None or self.min_key < stop) and (start is None or self.max_key >= start)  # type: ignore[operator]
 
-    def with_path(self, path: str) -> "PartitionEntry":
+    def with_path(self, path: str) -> PartitionEntry:
         """The same partition under another path (files carried into a new version)."""
         return PartitionEntry(path, self.count, self.min_key, self.max_key, self.size,
                               self.footer_checksum)
@@ -82,7 +96,7 @@ class PartitionEntry:
                 "size": self.size, "footer_checksum": self.footer_checksum}
 
     @classmethod
-    def from_json(cls, doc: Any) -> "PartitionEntry":
+    def from_json(cls, doc: Any) -> PartitionEntry:
         """Parse and validate one entry.
 
         Args:
@@ -103,12 +117,12 @@ class PartitionEntry:
         count, size = doc["count"], doc["size"]
         if count < 0 or size < 0:
             raise ValueError("partition count and size must not be negative")
+        low: bytes | None = None
+        high: bytes | None = None
         if count:
             low, high = _hex_key(doc["min_key"], "min_key"), _hex_key(doc["max_key"], "max_key")
             if high < low:
                 raise ValueError("partition max_key is below its min_key")
-        else:
-            low = high = None
         return cls(doc["path"], count, low, high, size, doc["footer_checksum"])
 
 
@@ -136,7 +150,7 @@ class Manifest:
 
     @classmethod
     def build(cls, version: str, partitions: Sequence[PartitionEntry],
-              options: Mapping[str, Any], count: int | None = None) -> "Manifest":
+              options: Mapping[str, Any], count: int | None = None) -> Manifest:
         """A new manifest; ``disjoint`` and (for disjoint partitions) ``count`` are derived.
 
         Args:
@@ -148,8 +162,8 @@ class Manifest:
         Returns:
             The manifest.
         """
-        ranges = sorted((p.min_key, p.max_key) for p in partitions if p.live)
-        disjoint = all(prev[1] < cur[0] for prev, cur in zip(ranges, ranges[1:]))  # type: ignore[operator]
+        ranges = sorted(p.key_range() for p in partitions if p.live)
+        disjoint = all(prev[1] < cur[0] for prev, cur in pairwise(ranges))
         if count is None and disjoint:
             count = sum(p.count for p in partitions)
         return cls(version, tuple(partitions), disjoint, count, dict(options))
@@ -175,7 +189,7 @@ class Manifest:
         return envelope.encode(KIND, self.to_json())
 
     @classmethod
-    def decode(cls, blob: bytes, *, store: str | None = None, file: str | None = None) -> "Manifest":
+    def decode(cls, blob: bytes, *, store: str | None = None, file: str | None = None) -> Manifest:
         """Parse and validate a manifest file.
 
         Args:

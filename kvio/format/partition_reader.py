@@ -19,7 +19,8 @@ import json
 import re
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,9 +29,22 @@ import xxhash
 
 from ..byteslike import as_bytes
 from ..errors import CorruptStoreError, ReaderClosedError, UnsupportedFormatError
-from .source import Source
-from .spec import (CODECS, HEADER, INDEX_ALIGN, INDEX_HASH, INDEX_PAGE_BYTES, INDEX_PAGE_SLOTS,
-                   KNOWN_FLAGS, PARTITION_MAGIC, SUPPORTED_VERSIONS, TRAILER, align, checksum, pad8)
+from .source import BufferSource, Source
+from .spec import (
+    CODECS,
+    HEADER,
+    INDEX_ALIGN,
+    INDEX_HASH,
+    INDEX_PAGE_BYTES,
+    INDEX_PAGE_SLOTS,
+    KNOWN_FLAGS,
+    PARTITION_MAGIC,
+    SUPPORTED_VERSIONS,
+    TRAILER,
+    align,
+    checksum,
+    pad8,
+)
 
 _xxh = xxhash.xxh3_64_intdigest
 SCHEMA = pa.schema([pa.field("key", pa.large_binary(), nullable=False),
@@ -65,7 +79,8 @@ class _LRU:
     """Evicts from plain list caches (list lookup keeps the hot path fast)."""
 
     def __init__(self, slots: Sequence[list], capacity: int, on_evict: Callable[[int], None] | None = None):
-        self.slots, self.capacity, self.order = slots, max(1, capacity), OrderedDict()
+        self.slots, self.capacity = slots, max(1, capacity)
+        self.order: OrderedDict[int, None] = OrderedDict()
         self.on_evict = on_evict
 
     def add(self, i: int) -> None:
@@ -99,7 +114,7 @@ class PartitionReader:
         # _load_page, which reports the corruption (a valid index always ends in an empty slot).
         self._pages: list = [None] * (npg + 1)
         self._page_ok = np.zeros(npg + 1, dtype=bool)
-        self._page_ok_bytes = memoryview(self._page_ok).cast("B")  # same flags, fast to index
+        self._page_ok_bytes = self._page_ok.data.cast("B")  # same flags, fast to index
         self._pages_verified = 0
         self._block_ok = np.zeros(nb, dtype=bool)
         self._codec = None if self.codec == "none" else pa.Codec(self.codec)
@@ -107,10 +122,12 @@ class PartitionReader:
         self._flat = self._mapped and self._codec is None  # blocks read in place from the map
         bounded = not self._flat
         self._block_lru = _LRU((self._blocks, self._hot), cache_blocks, self._evicted) if bounded else None
-        self._page_lru = _LRU((self._pages,), cache_blocks * 4, self._page_evicted) if not self._mapped else None
+        self._page_lru = (None if self._mapped
+                          else _LRU((self._pages,), cache_blocks * 4, self._page_evicted))
         self._first_rows_np = np.asarray(self._first_rows, dtype=np.int64)
         self._block_offset_np = np.asarray(self._block_offset, dtype=np.int64)
         if self._mapped:
+            assert isinstance(source, BufferSource)  # the only Source whose ``mapped`` is True
             raw = source.raw
             self._raw = raw
             words = self.size // 8
@@ -204,7 +221,8 @@ class PartitionReader:
         if expected is not None:
             for field in ("count", "min_key", "max_key"):
                 if field in expected and expected[field] != meta[field]:
-                    raise self._corrupt(f"{field} in the file ({meta[field]}) differs from the manifest ({expected[field]})")
+                    raise self._corrupt(f"{field} in the file ({meta[field]}) differs from the manifest "
+                                        f"({expected[field]})")
 
     def _check_meta(self, meta: dict, version: int, first_rows: np.ndarray, fk_offsets: np.ndarray,
                     fk_bytes: int, footer_offset: int) -> None:
@@ -313,7 +331,8 @@ class PartitionReader:
         vd = vo + kd
         if words[w] or words[w + (vo >> 3)] or vd + pad8(words[w + (vo >> 3) + n]) != raw_len:
             raise self._corrupt(f"block {b} layout is inconsistent")
-        keys = pa.Array.from_buffers(pa.large_binary(), n, [None, buffer.slice(0, kd), buffer.slice(kd, vo - kd)])
+        keys = pa.Array.from_buffers(pa.large_binary(), n,
+                                     [None, buffer.slice(0, kd), buffer.slice(kd, vo - kd)])
         values = pa.Array.from_buffers(pa.large_binary(), n, [None, buffer.slice(vo, kd), buffer.slice(vd)])
         try:
             keys.validate(full=True)
@@ -343,7 +362,7 @@ class PartitionReader:
         buckets = np.arange(0, self.count, 1 << shift, dtype=np.int64)
         dtype = np.uint16 if self.block_count <= 1 << 16 else np.uint32
         table = (np.searchsorted(self._first_rows_np, buckets, side="right") - 1).astype(dtype)
-        return (memoryview(table) if len(table) else []), shift
+        return (table.data if len(table) else []), shift
 
     def _make_get(self) -> Callable[..., Any]:
         if self._mapped:
@@ -525,7 +544,7 @@ class PartitionReader:
                 result[i] = get(keys[i], default)
             return result.tolist()
         hot_blocks, load_block = self._hot, self._load_block
-        for i, row, b in zip(fidx.tolist(), rows.tolist(), blocks.tolist()):
+        for i, row, b in zip(fidx.tolist(), rows.tolist(), blocks.tolist(), strict=True):
             key = keys[i]
             words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
             kq += row
@@ -547,7 +566,7 @@ class PartitionReader:
         offsets[1::2] = ends
         # Elements alternate between a wanted range and the gap before the next one.
         spans = pa.Array.from_buffers(pa.large_binary(), 2 * m - 1,
-                                      [None, pa.py_buffer(offsets), self.source.buffer])
+                                      [None, pa.py_buffer(offsets), self._buffer])
         return spans.take(pa.array(np.arange(0, 2 * m - 1, 2)))
 
     @staticmethod
@@ -619,7 +638,8 @@ class PartitionReader:
             batch = blk.batch
             lo = begin_row if b == first_b else 0
             hi = blk.n
-            if stop is not None and (b == last_b - 1 or (b + 1 < self.block_count and self.first_keys[b + 1] >= stop)):
+            if stop is not None and (b == last_b - 1 or (b + 1 < self.block_count
+                                                         and self.first_keys[b + 1] >= stop)):
                 l2, h2 = lo, hi
                 while l2 < h2:
                     mid = (l2 + h2) // 2
@@ -712,8 +732,7 @@ class PartitionReader:
         self.get = self._closed_get
         self._block_lru = self._page_lru = None
         if self._mapped:
-            self._table = self._u64 = None
-            self._buffer = self._raw = None
+            del self._table, self._u64, self._buffer, self._raw
             self._words.release()
         try:
             self.source.close()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +17,7 @@ import xxhash
 
 from .. import __version__
 from .hash_index import build_index
-from .spec import (FORMAT_VERSION, HEADER, INDEX_ALIGN, PARTITION_MAGIC, TRAILER, align,
-                   checksum, pad8)
+from .spec import FORMAT_VERSION, HEADER, INDEX_ALIGN, PARTITION_MAGIC, TRAILER, align, checksum, pad8
 
 _xxh = xxhash.xxh3_64_intdigest
 
@@ -107,7 +107,8 @@ class PartitionWriter:
         ``keys`` are the same keys as Python bytes, used for hashing and the block's first key."""
         if not keys:
             return
-        self.write_block(key_offsets, key_data, value_offsets, value_data, key_hashes(keys), keys[0], keys[-1])
+        self.write_block(key_offsets, key_data, value_offsets, value_data, key_hashes(keys),
+                         keys[0], keys[-1])
 
     def write_block(self, koffs: np.ndarray, kdata, voffs: np.ndarray, vdata, hashes: np.ndarray,
                     first_key: bytes, last_key: bytes) -> None:
@@ -161,7 +162,7 @@ class PartitionWriter:
         self._hashes = []
         index = build_index(hashes, self._load_factor)
         page_checksums = [checksum(page) for page in index.pages()]
-        self._write(memoryview(index.table).cast("B"))
+        self._write(index.table.data.cast("B"))
 
         nb = len(self._block_offset)
         first_key_offsets = _offsets_of(self._first_keys)
@@ -192,7 +193,8 @@ class PartitionWriter:
         footer_offset = self._pos
         footer_checksum = checksum(footer)
         self._write(footer)
-        head = TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0, 0, PARTITION_MAGIC)
+        head = TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0, 0,
+                            PARTITION_MAGIC)
         trailer_checksum = checksum(head[:32])
         self._write(TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0,
                                  trailer_checksum, PARTITION_MAGIC))

@@ -7,7 +7,7 @@ bytes, which the remote-lookup benchmark reports.
 from __future__ import annotations
 
 import mmap
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -52,7 +52,7 @@ class BufferSource(Source):
         self._handle = handle
 
     @classmethod
-    def map_file(cls, path: str) -> "BufferSource":
+    def map_file(cls, path: str) -> BufferSource:
         with open(path, "rb") as handle:
             if handle.seek(0, 2) == 0:
                 return cls(b"", name=path)

@@ -83,6 +83,12 @@ def test_build_detects_disjoint_ranges_in_unsigned_order():
     assert Manifest.build("v", [_part("a/1", b"a", b"z")], {}, count=5).count == 5
 
 
+def test_key_range_of_live_and_empty_partitions():
+    assert _part("a/1", b"", b"\xff").key_range() == (b"", b"\xff")  # the empty key is a key
+    with pytest.raises(ValueError, match="a/2 is empty"):
+        _part("a/2", None, None, count=0).key_range()
+
+
 def test_manifest_round_trip():
     built = Manifest.build("v1", [_part("t/p.kvp", b"a", b"b")], {"compression": "none"})
     assert Manifest.decode(built.encode()) == built
