@@ -15,8 +15,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from .job import KVStoreJob  # noqa: E402
 from .plan import Router, choose_split_points  # noqa: E402
-from .protocols import (CommitMessageProtocol, HexProtocol, HexValueProtocol,  # noqa: E402
-                        RoutedPairProtocol, SortableBytesProtocol)
+from .protocols import (  # noqa: E402
+    CommitMessageProtocol,
+    HexProtocol,
+    HexValueProtocol,
+    RoutedPairProtocol,
+    SortableBytesProtocol,
+)
 
 __all__ = ["KVStoreJob", "Router", "choose_split_points", "HexProtocol", "HexValueProtocol",
            "SortableBytesProtocol", "RoutedPairProtocol", "CommitMessageProtocol"]

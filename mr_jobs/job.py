@@ -38,9 +38,10 @@ import tempfile
 import time
 import zipfile
 from argparse import SUPPRESS
+from collections.abc import Iterable, Iterator
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 from mrjob.job import MRJob
@@ -60,8 +61,16 @@ from kvio.plan import read_version_split
 from kvio.system import KeyValueSystem
 from kvio.writer import SortedPairWriter
 
-from .plan import (SPLIT_SUFFIX, InputSplit, Plan, Router, absolute_uri, choose_split_points,
-                   expand_stores, read_split_points_file)
+from .plan import (
+    SPLIT_SUFFIX,
+    InputSplit,
+    Plan,
+    Router,
+    absolute_uri,
+    choose_split_points,
+    expand_stores,
+    read_split_points_file,
+)
 from .protocols import CommitMessageProtocol, RoutedPairProtocol
 
 log = logging.getLogger(__name__)
@@ -216,7 +225,8 @@ class KVStoreJob(MRJob):
             self._kv_router = Router(plan.split_points)  # type: ignore[union-attr]
         return self._kv_router
 
-    def _routed(self, pairs: Iterable[tuple[bytes, bytes]] | None) -> Iterator[tuple[int, tuple[bytes, bytes]]]:
+    def _routed(self, pairs: Iterable[tuple[bytes, bytes]] | None
+                ) -> Iterator[tuple[int, tuple[bytes, bytes]]]:
         route = self._router()
         for key, value in pairs or ():
             if type(key) is not bytes:
@@ -251,7 +261,7 @@ class KVStoreJob(MRJob):
             if not identity:
                 out_keys: list = []
                 out_values: list = []
-                for key, value in zip(keys, values):
+                for key, value in zip(keys, values, strict=True):
                     for out_key, out_value in mapper(key, value) or ():
                         out_keys.append(out_key)
                         out_values.append(out_value)
@@ -429,7 +439,7 @@ class KVStoreJob(MRJob):
             self._kv_code_zip = _code_zip(scratch)
             if store_input and not splits:
                 messages: list[dict] = []  # empty input: nothing to run, publish an empty store
-                written = 0
+                written: int | None = 0
             else:
                 messages, written = self._run_and_collect(plan)
             # Output partitions that received no pairs have no reducer and so no message (an
@@ -495,8 +505,8 @@ def _code_zip(directory: str) -> str:
     xxhash, fsspec) must be installed where tasks run."""
     path = os.path.join(directory, CODE_ZIP_NAME)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for package in (kvio, mr_jobs):
-            root = os.path.dirname(os.path.abspath(package.__file__))
+        for init_file in (kvio.__file__, mr_jobs.__file__):
+            root = os.path.dirname(os.path.abspath(init_file))
             top = os.path.dirname(root)
             for folder, dirs, files in os.walk(root):
                 dirs[:] = [d for d in dirs if d != "__pycache__"]

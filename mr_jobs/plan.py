@@ -21,8 +21,10 @@ import json
 import math
 import os
 from bisect import bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from itertools import pairwise
+from typing import Any
 
 from kvio.errors import InvalidArgumentError, KvioError
 from kvio.plan import Split
@@ -47,7 +49,7 @@ class Router:
 
     def __init__(self, split_points: Sequence[bytes]):
         points = list(split_points)
-        if any(not a < b for a, b in zip(points, points[1:])):
+        if any(not a < b for a, b in pairwise(points)):
             raise ValueError("split points must be strictly increasing")
         self.split_points = points
         self.num_partitions = len(points) + 1
@@ -99,7 +101,7 @@ class InputSplit:
                 "version": self.version, "split": self.split.to_json()}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], path: str = "") -> "InputSplit":
+    def from_json(cls, doc: dict[str, Any], path: str = "") -> InputSplit:
         """Parse a split file's content.
 
         Raises:
@@ -111,7 +113,7 @@ class InputSplit:
         return cls(doc["name"], path, doc["store"], doc["version"], Split.from_json(doc["split"]))
 
     @classmethod
-    def load(cls, path: str) -> "InputSplit":
+    def load(cls, path: str) -> InputSplit:
         """Read a split file written by the driver."""
         try:
             with open(path) as handle:
@@ -217,7 +219,7 @@ class Plan:
         self.path = path
 
     @classmethod
-    def load(cls, path: str) -> "Plan":
+    def load(cls, path: str) -> Plan:
         try:
             with open(path) as handle:
                 doc = json.load(handle)

@@ -108,19 +108,23 @@ class RoutedPairProtocol:
         value = decode_value(parts[2]) if len(parts) > 2 else b""
         return partition, (key, value)
 
-    def write(self, partition: int | None, pair: "tuple[bytes, bytes] | EncodedRecords") -> bytes:
-        if partition is None and type(pair) is EncodedRecords:
-            return bytes(pair)
+    def write(self, partition: int | None, pair: tuple[bytes, bytes] | EncodedRecords) -> bytes:
+        if isinstance(pair, EncodedRecords):
+            if partition is None:
+                return bytes(pair)
+            raise ValueError("a block of encoded records is yielded with the partition None")
+        if partition is None:
+            raise TypeError("a routed pair needs its output partition, not None")
         key, value = pair
         return b"%08x\t%s\t%s" % (partition, encode_key(key), encode_value(value))
 
     @staticmethod
-    def encode_many(partitions: list[int], keys: list[bytes], values: list[bytes]) -> "EncodedRecords":
+    def encode_many(partitions: list[int], keys: list[bytes], values: list[bytes]) -> EncodedRecords:
         """Many records as one block of lines (no final newline). A mapper may yield
         ``(None, block)``: mrjob then writes the block in one call instead of one per pair."""
         hexlify, b64 = binascii.hexlify, binascii.b2a_base64
         return EncodedRecords(b"\n".join([b"%08x\t%s\t%s" % (p, hexlify(k), b64(v, newline=False))
-                                          for p, k, v in zip(partitions, keys, values)]))
+                                          for p, k, v in zip(partitions, keys, values, strict=True)]))
 
 
 class EncodedRecords(bytes):

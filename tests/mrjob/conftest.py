@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import stat
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def assert_disjoint_ranges(uri: str) -> dict:
     parts = [p for p in manifest.partitions if p.count]
     ranges = sorted((p.min_key, p.max_key) for p in parts)
     assert manifest.disjoint
-    assert all(prev[1] < cur[0] for prev, cur in zip(ranges, ranges[1:]))
+    assert all(prev[1] < cur[0] for prev, cur in pairwise(ranges))
     return manifest
 
 

@@ -58,7 +58,8 @@ def _ls_line(path: str) -> str:
     st = os.stat(path)
     kind = "d" if os.path.isdir(path) else "-"
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
-    return f"{kind}rw-r--r--   1 kvio supergroup {st.st_size:10d} {stamp} /{os.path.relpath(path, os.environ['KVIO_STANDIN_HDFS'])}"
+    rel = os.path.relpath(path, os.environ["KVIO_STANDIN_HDFS"])
+    return f"{kind}rw-r--r--   1 kvio supergroup {st.st_size:10d} {stamp} /{rel}"
 
 
 def fs(args: list[str]) -> int:
@@ -186,8 +187,7 @@ def run_task(kind: str, number: int, command: str, stdin: bytes, opts: dict, scr
         "mapreduce_job_local_dir": wd,
     })
     env.update(opts["cmdenv"])
-    proc = subprocess.run(shlex.split(command), input=stdin, cwd=wd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(shlex.split(command), input=stdin, cwd=wd, env=env, capture_output=True)
     counters.parse(proc.stderr)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
@@ -212,7 +212,8 @@ def streaming(args: list[str]) -> int:
         handle.write(json.dumps(["jar"] + args) + "\n")
     output = local(opts["output"])
     if os.path.exists(output):
-        log4j("ERROR", "streaming.StreamJob", f"Error Launching job : Output directory {opts['output']} already exists")
+        log4j("ERROR", "streaming.StreamJob",
+              f"Error Launching job : Output directory {opts['output']} already exists")
         return 1
     nline = "NLineInputFormat" in opts.get("inputformat", "")
     inputs: list[bytes] = []
@@ -245,7 +246,8 @@ def streaming(args: list[str]) -> int:
         for number, data in enumerate(inputs):
             out = run_task("map", number, opts["mapper"], data, opts, scratch, counters)
             if opts.get("combiner"):
-                lines = sorted(out.splitlines(keepends=True), key=lambda l: split_key(l.rstrip(b"\n"), key_fields)[0])
+                lines = sorted(out.splitlines(keepends=True),
+                               key=lambda line: split_key(line.rstrip(b"\n"), key_fields)[0])
                 out = run_task("combine", number, opts["combiner"], b"".join(lines), opts, scratch, counters)
             map_outputs.append(out)
         os.makedirs(output)

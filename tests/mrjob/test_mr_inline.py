@@ -7,8 +7,7 @@ from kvio import KeyValueSystem, KvioError, StoreExistsError
 from mr_jobs.clone_store import CloneStore
 from mr_jobs.plan import Router
 
-from .conftest import (assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job,
-                       store_files, store_items)
+from .conftest import assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job, store_files, store_items
 from .jobs.bad_output import OutOfRangeReducer, StrKeyMapper, WithReducerFinal
 from .jobs.country_counts import MRCountryCounts
 from .jobs.failing_reducer import FailingReducer

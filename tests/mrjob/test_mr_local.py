@@ -7,8 +7,7 @@ from mrjob.step import StepFailedException
 
 from mr_jobs.clone_store import CloneStore
 
-from .conftest import (assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job,
-                       store_files, store_items)
+from .conftest import assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job, store_files, store_items
 from .jobs.failing_reducer import FailingReducer
 from .jobs.text_word_count import TextWordCount
 

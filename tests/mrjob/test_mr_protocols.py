@@ -5,9 +5,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mr_jobs.protocols import (CommitMessageProtocol, HexProtocol, HexValueProtocol,
-                               RoutedPairProtocol, SortableBytesProtocol, decode_key,
-                               decode_value, encode_key)
+from mr_jobs.protocols import (
+    CommitMessageProtocol,
+    HexProtocol,
+    HexValueProtocol,
+    RoutedPairProtocol,
+    SortableBytesProtocol,
+    decode_key,
+    decode_value,
+    encode_key,
+)
 
 # Bytes drawn mostly from record separators and the bytes around them, plus anything.
 hostile = st.one_of(
@@ -94,6 +101,12 @@ def test_protocols_refuse_text_and_bad_input():
         decode_value(b"a\tb=")
     with pytest.raises(ValueError, match="routed pair"):
         RoutedPairProtocol().read(b"zz\t00\t")
+    with pytest.raises(TypeError, match="needs its output partition"):
+        RoutedPairProtocol().write(None, (b"k", b"v"))
+    block = RoutedPairProtocol.encode_many([1], [b"k"], [b"v"])
+    assert RoutedPairProtocol().write(None, block) == bytes(block)
+    with pytest.raises(ValueError, match="partition None"):
+        RoutedPairProtocol().write(1, block)
 
 
 def test_mrjob_raw_protocol_is_not_binary_safe():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,7 @@ keys = st.lists(st.binary(max_size=12), max_size=200)
 def test_split_points_are_increasing_quantiles(keys, n):
     points = choose_split_points(keys, n)
     assert len(points) <= max(0, n - 1)
-    assert all(a < b for a, b in zip(points, points[1:]))
+    assert all(a < b for a, b in pairwise(points))
     if keys:
         assert all(p > min(keys) for p in points)  # partition 0 is never empty
     assert set(points) <= set(keys)
@@ -30,7 +31,7 @@ def test_routing_is_monotone_so_ranges_are_disjoint(keys, sample, n):
     routes = [router(k) for k in ordered]
     assert routes == sorted(routes)
     assert all(0 <= r < router.num_partitions for r in routes)
-    for k, r in zip(ordered, routes):
+    for k, r in zip(ordered, routes, strict=True):
         low, high = router.bounds(r)
         assert (low is None or low <= k) and (high is None or k < high)
 
