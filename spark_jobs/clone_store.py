@@ -25,8 +25,14 @@ from typing import Any  # noqa: E402
 
 import spark_jobs  # noqa: E402
 from spark_jobs.datasource import absolute_uri as absolute  # noqa: E402
-from spark_jobs.jobs import (JobError, add_common_arguments, add_store_mode_argument,  # noqa: E402
-                             parse_conf, run, spark_session)
+from spark_jobs.jobs import (  # noqa: E402
+    JobError,
+    add_common_arguments,
+    add_store_mode_argument,
+    parse_conf,
+    run,
+    spark_session,
+)
 
 JOB = "clone_store"
 

@@ -42,31 +42,44 @@ each query (loading is cheap: no data is read), or read with .option("pushdown",
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
-from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourceReader,
-                                    EqualNullSafe, EqualTo, GreaterThan, GreaterThanOrEqual, In,
-                                    InputPartition, IsNotNull, IsNull, LessThan, LessThanOrEqual,
-                                    Not, StringStartsWith, WriterCommitMessage)
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceArrowWriter,
+    DataSourceReader,
+    EqualNullSafe,
+    EqualTo,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    InputPartition,
+    IsNotNull,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+    Not,
+    StringStartsWith,
+    WriterCommitMessage,
+)
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import BinaryType, DataType, StringType, StructField, StructType
 
-from kvio import versions
+from kvio import keyranges, versions
 from kvio.committer import MODES, Job, JobContext
 from kvio.config import Config, parse_bool, parse_size
 from kvio.errors import InvalidArgumentError, KvioError
 from kvio.fs import FileIO
-from kvio.system import KeyValueSystem
-
-from kvio import keyranges
 from kvio.keyranges import ALL, NOTHING, Range
 from kvio.plan import Piece, Split, read_version_split
+from kvio.system import KeyValueSystem
+from kvio.task_writer import DUPLICATES, write_task
 
 from .commit import finish_job
 from .scan import OutputBatches
-from kvio.task_writer import DUPLICATES, write_task
 
 NAME = "kvstore"
 _TYPES: dict[str, DataType] = {"binary": BinaryType(), "string": StringType()}
@@ -149,7 +162,7 @@ class _PushFilters:
     same either way), so the bound callable reports the base function for that check and runs
     kvio's filter translation when Spark calls it with pushdown enabled."""
 
-    def __init__(self, reader: "KvStoreReader"):
+    def __init__(self, reader: KvStoreReader):
         self.__func__ = DataSourceReader.pushFilters
         self.__self__ = reader
 
@@ -174,7 +187,7 @@ class KvStoreReader(DataSourceReader):
         self.ranges: list[Range] = list(ALL)
 
     # -- filter pushdown --
-    @property  # type: ignore[override]
+    @property
     def pushFilters(self) -> _PushFilters:
         return _PushFilters(self)
 
@@ -214,8 +227,9 @@ class KvStoreReader(DataSourceReader):
             return ALL, NOTHING
         if isinstance(f, In):
             values = list(f.value)
-            keys = [self._literal(v) for v in values if v is not None]
-            if any(k is None for k in keys):
+            literals = [self._literal(v) for v in values if v is not None]
+            keys = [k for k in literals if k is not None]
+            if len(keys) < len(literals):  # a literal of another type: Spark evaluates it
                 return None
             true = keyranges.normalize(r for k in keys for r in keyranges.point(k))
             return true, (keyranges.complement(true) if len(keys) < len(values) else NOTHING)
@@ -273,6 +287,15 @@ class KvStoreCommitMessage(WriterCommitMessage):
     rows: int
 
 
+def _task_message(message: WriterCommitMessage | None) -> dict[str, Any] | None:
+    """The committer's message inside a task's commit message (None: the task failed)."""
+    if message is None:
+        return None
+    if not isinstance(message, KvStoreCommitMessage):  # Spark returns what write() returned
+        raise TypeError(f"not a kvstore commit message: {type(message).__name__}")
+    return message.task
+
+
 class KvStoreWriter(DataSourceArrowWriter):
     """Created on the driver (where the committer job is set up); ``write`` runs on executors
     with a pickled copy, ``commit``/``abort`` on the driver with another."""
@@ -296,11 +319,11 @@ class KvStoreWriter(DataSourceArrowWriter):
                                    spill_dir=self.spill_dir)
         return KvStoreCommitMessage(message, rows)
 
-    def commit(self, messages: list[KvStoreCommitMessage | None]) -> None:
-        finish_job(Job(JobContext.from_json(self.ctx)),
-                   [m.task if m is not None else None for m in messages], self.duplicates)
+    def commit(self, messages: list[WriterCommitMessage | None]) -> None:
+        finish_job(Job(JobContext.from_json(self.ctx)), [_task_message(m) for m in messages],
+                   self.duplicates)
 
-    def abort(self, messages: list[KvStoreCommitMessage | None]) -> None:
+    def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         """Remove the job's staging (Job.abort retries while straggling attempts still write)."""
         Job(JobContext.from_json(self.ctx)).abort()
 

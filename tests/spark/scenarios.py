@@ -80,7 +80,8 @@ def retry(workdir: str) -> dict[str, Any]:
     with kvs.create_store(seed) as w:
         w.put_many([(b"a", b"1"), (b"b", b"2")])
     found = spark.read.format("kvstore").load(seed).collect()
-    result["discovered"] = sorted((bytes(r.key), bytes(r.value)) for r in found) == [(b"a", b"1"), (b"b", b"2")]
+    result["discovered"] = (sorted((bytes(r.key), bytes(r.value)) for r in found)
+                            == [(b"a", b"1"), (b"b", b"2")])
 
     # 2. Task 1 fails once after writing files; its retry succeeds.
     store = os.path.join(workdir, "retry")
@@ -104,7 +105,8 @@ def retry(workdir: str) -> dict[str, Any]:
     broken = os.path.join(workdir, "broken")
     doomed = df.withColumn("value", _fail_in_partition_1(broken, always=True)("value"))
     try:
-        doomed.write.format("kvstore").mode("overwrite").option("kvio.partition.size.max", "16KB").save(broken)
+        (doomed.write.format("kvstore").mode("overwrite")
+         .option("kvio.partition.size.max", "16KB").save(broken))
         result["failed_job_raised"] = False
     except Exception as exc:  # noqa: BLE001 - any Spark job failure will do
         result["failed_job_raised"] = "injected failure" in str(exc)

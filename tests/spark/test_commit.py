@@ -61,3 +61,13 @@ def test_ignore_mode_writes_nothing(tmp_path):
     before = items(uri)
     assert run_job(uri, [[batch([(b"b", b"2")])]], mode="ignore") is None
     assert items(uri) == before
+
+
+def test_driver_commit_reads_only_kvstore_task_messages():
+    from pyspark.sql.datasource import WriterCommitMessage
+
+    from spark_jobs.datasource import KvStoreCommitMessage, _task_message
+    assert _task_message(None) is None  # Spark's entry for a failed task
+    assert _task_message(KvStoreCommitMessage({"task_id": 0}, 1)) == {"task_id": 0}
+    with pytest.raises(TypeError, match="not a kvstore commit message: WriterCommitMessage"):
+        _task_message(WriterCommitMessage())

@@ -14,7 +14,7 @@ import kvio
 import spark_jobs
 from kvio.errors import StoreExistsError
 
-from .conftest import build, staging_files, store_items
+from .conftest import staging_files, store_items
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

@@ -93,7 +93,7 @@ def test_clone_and_export(spark, tmp_path, capsys):
     summary = summary_of(capsys)
     assert summary["records"] == len(model) and summary["files"] >= 1 and summary["bytes"] > 0
     table = pq.read_table(out)
-    assert sorted(zip(table.column("key").to_pylist(), table.column("value").to_pylist())) == \
+    assert sorted(zip(table.column("key").to_pylist(), table.column("value").to_pylist(), strict=True)) == \
         sorted(model.items())
     out = str(tmp_path / "out.json")
     assert export_store.main([src, out, "--format", "json", "--key-type", "string",
