@@ -574,7 +574,8 @@ def test_versions_rollback_and_gc(fruit, tmp_path, capsys):
 
     code, out, err = run(capsys, "rollback", fruit)
     assert (code, err) == (0, "")
-    assert out.startswith(f"rolled back {fruit} to version {first} (published as ") and out.endswith(", commit 3)\n")
+    assert out.startswith(f"rolled back {fruit} to version {first} (published as ")
+    assert out.endswith(", commit 3)\n")
     assert read_store(fruit) == FRUIT
     assert run(capsys, "rollback", fruit, second)[0] == 0
     assert read_store(fruit) == {b"v2": b"data"}

@@ -64,7 +64,8 @@ def test_colliding_hashes_get_and_get_many(weak_hash, codec):
 def test_get_many_duplicates_defaults_and_key_types(source_kind):
     pairs = [(key4(i), b"%d" % i * (i % 7)) for i in range(5000)]
     data = _partition(pairs, block_rows=100)
-    source = BufferSource(data) if source_kind == "mapped" else RangeSource(lambda o, n: data[o:o + n], len(data), "r")
+    source = (BufferSource(data) if source_kind == "mapped"
+              else RangeSource(lambda o, n: data[o:o + n], len(data), "r"))
     reader = PartitionReader(source)
     model = dict(pairs)
     asked = [key4(i) for i in random.Random(2).choices(range(6000), k=3000)]  # repeats and misses
@@ -72,7 +73,7 @@ def test_get_many_duplicates_defaults_and_key_types(source_kind):
     default = []  # any object, returned as is
     got = reader.get_many(asked, default=default)
     assert got == [model.get(bytes(k), default) for k in asked]
-    assert all(g is default for k, g in zip(asked, got) if bytes(k) not in model)
+    assert all(g is default for k, g in zip(asked, got, strict=True) if bytes(k) not in model)
     with pytest.raises(TypeError):
         reader.get_many([key4(1)] * 40 + ["text"])
     with pytest.raises(TypeError):

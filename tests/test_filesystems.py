@@ -8,8 +8,14 @@ import pyarrow as pa
 import pytest
 from fsspec.core import url_to_fs
 
-from kvio import (CorruptStoreError, IncompleteStoreError, KeyValueSystem, NotAStoreError,
-                  StoreExistsError, StoreNotFoundError)
+from kvio import (
+    CorruptStoreError,
+    IncompleteStoreError,
+    KeyValueSystem,
+    NotAStoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from kvio.fs import FileIO
 
 from .helpers import assert_matches_model, key4, write_store

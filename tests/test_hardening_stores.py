@@ -13,9 +13,17 @@ import pytest
 from kvio import KeyValueSystem
 from kvio.cli import main
 from kvio.committer import Job
-from kvio.errors import (CommitError, ConcurrentCommitError, CorruptStoreError,
-                         InvalidArgumentError, KvioError, StoreNotFoundError,
-                         UnsupportedFormatError, VersionNotRetainedError, WriterClosedError)
+from kvio.errors import (
+    CommitError,
+    ConcurrentCommitError,
+    CorruptStoreError,
+    InvalidArgumentError,
+    KvioError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+    VersionNotRetainedError,
+    WriterClosedError,
+)
 
 
 def write(kvs: KeyValueSystem, uri, pairs: dict[bytes, bytes], mode: str = "error") -> dict:

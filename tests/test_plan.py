@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvio import KeyValueSystem
-from kvio.config import Config
 from kvio import keyranges as kr
+from kvio.config import Config
 from kvio.errors import KvioError
 from kvio.format.partition_reader import SCHEMA
 from kvio.partitions import open_partition, version_file
@@ -36,7 +36,7 @@ def test_range_algebra_matches_sets(a, b):
     na, nb = kr.normalize(a), kr.normalize(b)
     assert members(na) == members(a)
     assert all(kr.nonempty(s, e) for s, e in na)
-    assert all(x[1] is not None and y[0] is not None and x[1] < y[0] for x, y in zip(na, na[1:]))
+    assert all(x[1] is not None and y[0] is not None and x[1] < y[0] for x, y in itertools.pairwise(na))
     assert members(kr.intersect(na, nb)) == members(a) & members(b)
     assert members(kr.union(na, nb)) == members(a) | members(b)
     assert members(kr.complement(na)) == set(UNIVERSE) - members(a)
@@ -93,7 +93,7 @@ def _read_all(kvs, uri, ranges, split_bytes, min_splits=1):
         for split in splits:  # each split read on its own, as an engine's task does
             part = []
             for batch in read_split(store._partition, split, ranges):
-                part.extend(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()))
+                part.extend(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True))
             rows.append(part)
     return splits, rows
 

@@ -8,9 +8,18 @@ import pyarrow as pa
 import pytest
 
 import kvio
-from kvio import (ConfigError, CorruptStoreError, IncompleteStoreError, KeyOrderError, KvioError,
-                  NotAStoreError, PairTooLargeError, StoreExistsError, StoreNotFoundError,
-                  WriterClosedError)
+from kvio import (
+    ConfigError,
+    CorruptStoreError,
+    IncompleteStoreError,
+    KeyOrderError,
+    KvioError,
+    NotAStoreError,
+    PairTooLargeError,
+    StoreExistsError,
+    StoreNotFoundError,
+    WriterClosedError,
+)
 from kvio.committer import Job
 
 from .helpers import assert_matches_model, key4, model_range, sizes_in, write_store
@@ -391,7 +400,7 @@ def _arrow_round_trip(kvs, uri, data, **kw) -> dict[bytes, bytes]:
 
 
 def test_put_many_with_list_and_generator(kvs, tmp_path):
-    pairs = list(zip(ARROW_KEYS, ARROW_VALUES))
+    pairs = list(zip(ARROW_KEYS, ARROW_VALUES, strict=True))
     assert _arrow_round_trip(kvs, str(tmp_path / "list"), pairs) == dict(pairs)
     assert _arrow_round_trip(kvs, str(tmp_path / "gen"), (p for p in pairs)) == dict(pairs)
 
@@ -406,29 +415,29 @@ def test_put_many_arrow_column_types(kvs, store_uri, key_type, value_type):
             return pa.array([b.decode() for b in items], typ)
         return pa.array(items, typ)
     table = pa.table({"key": column(ARROW_KEYS, key_type), "value": column(ARROW_VALUES, value_type)})
-    assert _arrow_round_trip(kvs, store_uri, table) == dict(zip(ARROW_KEYS, ARROW_VALUES))
+    assert _arrow_round_trip(kvs, store_uri, table) == dict(zip(ARROW_KEYS, ARROW_VALUES, strict=True))
 
 
 def test_put_many_record_batch_and_custom_columns(kvs, store_uri):
     batch = pa.record_batch({"k": pa.array(ARROW_KEYS, pa.binary()), "extra": pa.array(range(300)),
                              "v": pa.array(ARROW_VALUES, pa.binary())})
     got = _arrow_round_trip(kvs, store_uri, batch, key_column="k", value_column="v")
-    assert got == dict(zip(ARROW_KEYS, ARROW_VALUES))
+    assert got == dict(zip(ARROW_KEYS, ARROW_VALUES, strict=True))
 
 
 def test_put_many_sliced_arrays_with_offsets(kvs, tmp_path):
     keys, values = pa.array(ARROW_KEYS, pa.binary()), pa.array(ARROW_VALUES, pa.binary())
     table = pa.table({"key": keys, "value": values}).slice(37, 200)
-    expected = dict(zip(ARROW_KEYS[37:237], ARROW_VALUES[37:237]))
+    expected = dict(zip(ARROW_KEYS[37:237], ARROW_VALUES[37:237], strict=True))
     assert _arrow_round_trip(kvs, str(tmp_path / "table-slice"), table) == expected
     # columns sliced differently from their buffers: the key and value offsets differ
     shifted = pa.table({"key": pa.array(ARROW_KEYS[10:], pa.large_binary()).slice(5, 100),
                         "value": pa.array(ARROW_VALUES, pa.large_binary()).slice(15, 100)})
     assert _arrow_round_trip(kvs, str(tmp_path / "column-slice"), shifted) == \
-        dict(zip(ARROW_KEYS[15:115], ARROW_VALUES[15:115]))
+        dict(zip(ARROW_KEYS[15:115], ARROW_VALUES[15:115], strict=True))
     batch = pa.record_batch({"key": keys, "value": values}).slice(250)
     assert _arrow_round_trip(kvs, str(tmp_path / "batch-slice"), batch) == \
-        dict(zip(ARROW_KEYS[250:], ARROW_VALUES[250:]))
+        dict(zip(ARROW_KEYS[250:], ARROW_VALUES[250:], strict=True))
 
 
 def test_put_many_chunked_table_and_several_calls(make_kvs, tmp_path):
@@ -438,7 +447,7 @@ def test_put_many_chunked_table_and_several_calls(make_kvs, tmp_path):
     table = pa.concat_tables(chunks)
     assert table.column("key").num_chunks == len(chunks)
     uri = str(tmp_path / "chunked")
-    assert _arrow_round_trip(kvs, uri, table) == dict(zip(ARROW_KEYS, ARROW_VALUES))
+    assert _arrow_round_trip(kvs, uri, table) == dict(zip(ARROW_KEYS, ARROW_VALUES, strict=True))
     with kvs.open_store(uri) as reader:
         assert len(reader.info()["partitions"]) > 1
     uri = str(tmp_path / "mixed")
@@ -447,10 +456,12 @@ def test_put_many_chunked_table_and_several_calls(make_kvs, tmp_path):
         w.put_many(chunks[0].slice(1))
         for chunk in chunks[1:-1]:
             w.put_many(chunk.to_batches()[0])
-        w.put_many(list(zip(chunks[-1].column("key").to_pylist(), chunks[-1].column("value").to_pylist())))
+        last = chunks[-1]
+        w.put_many(list(zip(last.column("key").to_pylist(), last.column("value").to_pylist(), strict=True)))
         assert w.count == 300
     with kvs.open_store(uri) as reader:
-        assert_matches_model(reader, dict(zip(ARROW_KEYS, ARROW_VALUES)), absent=[b"k", b"k0300"])
+        assert_matches_model(reader, dict(zip(ARROW_KEYS, ARROW_VALUES, strict=True)),
+                             absent=[b"k", b"k0300"])
 
 
 def test_put_many_empty_table(kvs, store_uri):

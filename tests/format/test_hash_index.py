@@ -128,7 +128,7 @@ def test_200k_keys_in_one_partition_at_load_factor_095():
     assert reader.count == n
     assert reader.meta["index"]["home_slots"] == math.ceil(n / 0.95)
     get = reader.get
-    missing = [k for k, v in zip(keys, values) if get(k) != v]
+    missing = [k for k, v in zip(keys, values, strict=True) if get(k) != v]
     assert missing == []
     assert [get(b"key-%08d" % i) for i in range(n, n + 2000)] == [None] * 2000
     assert get(b"key-") is None and get(b"") is None

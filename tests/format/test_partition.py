@@ -120,7 +120,7 @@ def test_round_trip_point_lookups(codec):
     assert reader.count == len(KEYS) and reader.codec == codec
     assert (reader.min_key, reader.max_key) == (KEYS[0], KEYS[-1])
     assert reader.first_keys == KEYS[::37]
-    for k, v in zip(KEYS, VALUES):
+    for k, v in zip(KEYS, VALUES, strict=True):
         assert reader.get(k) == v
     present = set(KEYS)
     for k in KEYS:
@@ -148,13 +148,13 @@ def test_scan_as_arrow_batches_equals_input(codec):
 
 def _bounded_scan(reader, start, stop, blocks=None):
     return [(k, v) for batch in reader.iter_batches(start, stop, blocks=blocks)
-            for k, v in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())]
+            for k, v in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)]
 
 
 def test_scan_ranges(codec):
     data, _ = write_partition(KEYS, VALUES, codec=codec)
     reader = PartitionReader(BufferSource(data))
-    model = dict(zip(KEYS, VALUES))
+    model = dict(zip(KEYS, VALUES, strict=True))
     bounds = [None, b"", b"\x00", b"\xff", b"\xff\xff\xff"] + KEYS[::23] + [k + b"\x00" for k in KEYS[5::41]]
     for start in bounds:
         for stop in bounds[::3]:
@@ -166,7 +166,7 @@ def test_scan_restricted_to_blocks():
     reader = PartitionReader(BufferSource(data))
     nb = reader.block_count
     for lo, hi in [(0, 1), (2, 5), (nb - 1, nb), (3, 3), (0, nb)]:
-        expected = list(zip(KEYS[lo * 37:hi * 37], VALUES[lo * 37:hi * 37]))
+        expected = list(zip(KEYS[lo * 37:hi * 37], VALUES[lo * 37:hi * 37], strict=True))
         assert _bounded_scan(reader, None, None, blocks=(lo, hi)) == expected
     # splits and bounds combine: the union over all single-block splits equals the bounded scan
     start, stop = KEYS[50], KEYS[300]
@@ -179,7 +179,7 @@ def test_range_source_reads_like_buffer_source(codec):
     source = RangeSource(lambda offset, length: data[offset:offset + length], len(data), "remote.kvp")
     reader = PartitionReader(source, expected=info, cache_blocks=2)
     assert [reader.get(k) for k in KEYS] == VALUES
-    assert _bounded_scan(reader, None, None) == list(zip(KEYS, VALUES))
+    assert _bounded_scan(reader, None, None) == list(zip(KEYS, VALUES, strict=True))
     assert source.requests > 0 and source.bytes_read > 0
 
 
@@ -199,7 +199,7 @@ def test_large_values_and_keys():
     data, info = write_partition(keys, values, codec="zstd", block_rows=1)
     reader = PartitionReader(BufferSource(data), expected=info)
     assert [reader.get(k) for k in keys] == values
-    assert _bounded_scan(reader, None, None) == list(zip(keys, values))
+    assert _bounded_scan(reader, None, None) == list(zip(keys, values, strict=True))
 
 
 @settings(max_examples=60, deadline=None)
@@ -216,7 +216,7 @@ def test_any_sorted_pairs_round_trip(pairs, block_rows, codec, load_factor, boun
     reader = PartitionReader(BufferSource(data), expected=info)
     assert [reader.get(k) for k in keys] == values
     assert [reader.get(k, "absent") for k in probes] == [pairs.get(k, "absent") for k in probes]
-    assert _bounded_scan(reader, None, None) == list(zip(keys, values))
+    assert _bounded_scan(reader, None, None) == list(zip(keys, values, strict=True))
     for start, stop in bounds:
         assert _bounded_scan(reader, start, stop) == model_range(pairs, start, stop)
 
@@ -231,7 +231,7 @@ def _all_reads_correct_or_corrupt(data: bytes, keys, values, expected=None) -> b
         assert exc.file == "damaged.kvp" and "damaged.kvp" in str(exc)
         return True
     raised = False
-    for k, v in zip(keys, values):
+    for k, v in zip(keys, values, strict=True):
         try:
             assert reader.get(k) == v
         except CorruptStoreError as exc:
@@ -243,7 +243,7 @@ def _all_reads_correct_or_corrupt(data: bytes, keys, values, expected=None) -> b
         except CorruptStoreError:
             raised = True
     try:
-        assert _bounded_scan(reader, None, None) == list(zip(keys, values))
+        assert _bounded_scan(reader, None, None) == list(zip(keys, values, strict=True))
     except CorruptStoreError:
         raised = True
     return raised
