@@ -1,6 +1,7 @@
 """Clone throughput with mrjob's local runner: kvio CloneStore vs an identity job over JSON lines.
 
-    python bench/bench_mrjob.py [--quick] [--records N] [--value-bytes N] [--reps N] [--json FILE] [--json-out FILE]
+    python bench/bench_mrjob.py [--quick] [--records N] [--value-bytes N] [--reps N]
+                                [--json FILE] [--json-out FILE]
 
 Both jobs move the same pairs through map, the sort and reduce with ``-r local`` on this
 machine, with as many map tasks (input partitions / input files) and output partitions each:
@@ -71,13 +72,13 @@ def make_data(work: str, records: int, value_bytes: int, parts: int) -> tuple[st
     kvs = KeyValueSystem({"kvio.partition.size.max": str(on_disk // parts + (on_disk >> 5))})
     store = os.path.join(work, "src.kv")
     with kvs.create_store(store) as writer:
-        writer.put_many(zip(keys, values))
+        writer.put_many(zip(keys, values, strict=True))
     files = []
     step = -(-records // parts)
     for p in range(parts):
         path = os.path.join(work, f"input-{p}.jsonl")
         with open(path, "w") as handle:
-            for k, v in zip(keys[p * step:(p + 1) * step], values[p * step:(p + 1) * step]):
+            for k, v in zip(keys[p * step:(p + 1) * step], values[p * step:(p + 1) * step], strict=True):
                 handle.write(json.dumps({"key": k.decode(), "value": v.decode()}) + "\n")
         files.append(path)
     return store, files, payload
@@ -128,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             store_parts = len(reader.manifest.partitions)
         times: dict[str, list[float]] = {"CloneStore (kvio -> kvio)": [], "identity-json (mrjob)": []}
         for _ in range(reps):  # interleaved, so both see the same machine load
-            times["CloneStore (kvio -> kvio)"].append(run_clone(store, os.path.join(work, "dst.kv"), args.parts, args.runner))
-            times["identity-json (mrjob)"].append(run_identity(files, os.path.join(work, "out"), args.parts, args.runner))
+            times["CloneStore (kvio -> kvio)"].append(
+                run_clone(store, os.path.join(work, "dst.kv"), args.parts, args.runner))
+            times["identity-json (mrjob)"].append(
+                run_identity(files, os.path.join(work, "out"), args.parts, args.runner))
         # the clone must be exact
         kvs = KeyValueSystem()
         with kvs.open_store(store) as a, kvs.open_store(os.path.join(work, "dst.kv")) as b:
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                      "MB_per_s": round(mb / median, 3), "records_per_s": round(records / median)})
     ratio = rows[0]["MB_per_s"] / rows[1]["MB_per_s"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"mrjob -r {args.runner}, {records} records x ({len(b'user0000000000')} B key + {args.value_bytes} B value) "
+    print(f"mrjob -r {args.runner}, {records} records x "
+          f"({len(b'user0000000000')} B key + {args.value_bytes} B value) "
           f"= {mb:.1f} MB, {args.parts} map tasks ({store_parts} store partitions / {len(files)} JSON files) "
           f"and {args.parts} output partitions, median of {reps}, {os.cpu_count()} cores, load {load:.1f}")
     print(f"{'job':<28}{'seconds':>10}{'MB/s':>10}{'records/s':>12}")
@@ -154,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CloneStore / identity-json throughput: {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"runner": args.runner, "records": records, "payload_bytes": payload, "reps": reps, "load": load,
-                       "rows": rows, "ratio": ratio}, handle, indent=2)
+            json.dump({"runner": args.runner, "records": records, "payload_bytes": payload, "reps": reps,
+                       "load": load, "rows": rows, "ratio": ratio}, handle, indent=2)
     if args.json_out:
         note = (f"-r {args.runner}, {records} records, {mb:.1f} MB, {args.parts} map tasks and output "
                 f"partitions, median of {reps}, load {load:.1f}")

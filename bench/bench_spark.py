@@ -27,7 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # measure this checkout's kvio
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     spark = session(args.master)
-    import spark_jobs
     from pyspark.sql import functions as F
+
+    import spark_jobs
     data_root = os.path.join(ROOT, "bench", "data")
     os.makedirs(data_root, exist_ok=True)
     work = args.workdir or tempfile.mkdtemp(prefix="spark-", dir=data_root)

@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small sizes, fewer repetitions (under 2 minutes)")
     ap.add_argument("--keys", type=int, help="keys in the main dataset (default 1,000,000; quick 100,000)")
     ap.add_argument("--scale-keys", type=int, help="keys in the scaling dataset (default 10 x --keys)")
-    ap.add_argument("--reps", type=int, help="repetitions per measurement (default 5 for reads, 3 for builds)")
+    ap.add_argument("--reps", type=int,
+                    help="repetitions per measurement (default 5 for reads, 3 for builds)")
     ap.add_argument("--only", help="comma-separated parts to run: " + ",".join(PARTS))
     ap.add_argument("--skip", help="comma-separated parts to leave out")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -119,7 +120,8 @@ class Suite:
         rows, paths, med = build.run(ds, root, reps, parquet=False, arrow=False, section="scaling")
         self.rows += rows
         log("scaling: gets")
-        rows, out = lookups.run(ds, paths["kvio"], paths["lmdb"], self.read_reps, self.sample, section="scaling")
+        rows, out = lookups.run(ds, paths["kvio"], paths["lmdb"], self.read_reps, self.sample,
+                                section="scaling")
         self.rows += rows
         big = {"build-kvio": med["kvio"] / ds.count, "build-lmdb": med["lmdb"] / ds.count, **out}
         small = self.scaling.get("small")
@@ -165,8 +167,9 @@ class Suite:
         for size, doc in results.items():
             self.rows.append(Row(
                 f"writer peak RSS building a {size / 1e9:.1f} GB store", doc["peak_rss"] / 2**20, None, "MiB",
-                None, None, note=f"{doc['pairs']:,} pairs of 16 B keys and 4 KiB values fed as 16 MiB Arrow "
-                                 f"tables; {doc['store_bytes'] / 2**30:.2f} GiB written in {doc['seconds']:.1f} s; "
+                None, None, note=f"{doc['pairs']:,} pairs of 16 B keys and 4 KiB values fed as 16 MiB "
+                                 f"Arrow tables; {doc['store_bytes'] / 2**30:.2f} GiB written in "
+                                 f"{doc['seconds']:.1f} s; "
                                  f"RSS after imports {doc['baseline_rss'] / 2**20:.0f} MiB; psutil "
                                  "samples every 10 ms",
                 section="memory", repetitions=1))
@@ -193,13 +196,17 @@ class Suite:
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            log_path.write_text(f"$ {' '.join(cmd)}\n(timed out after {timeout} s)\n{exc.stdout or ''}{exc.stderr or ''}")
-            self.skipped.append(f"{name}: timed out after {timeout:.0f} s (log: {log_path.relative_to(ROOT)})")
+            log_path.write_text(f"$ {' '.join(cmd)}\n(timed out after {timeout} s)\n"
+                                f"{exc.stdout or ''}{exc.stderr or ''}")
+            self.skipped.append(f"{name}: timed out after {timeout:.0f} s "
+                                f"(log: {log_path.relative_to(ROOT)})")
             return
-        log_path.write_text(f"$ {' '.join(cmd)}\nexit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        log_path.write_text(f"$ {' '.join(cmd)}\nexit {proc.returncode}\n"
+                            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            self.skipped.append(f"{name}: exit {proc.returncode}: {tail[0][:200]} (log: {log_path.relative_to(ROOT)})")
+            self.skipped.append(f"{name}: exit {proc.returncode}: {tail[0][:200]} "
+                                f"(log: {log_path.relative_to(ROOT)})")
             return
         try:
             docs = json.loads(out.read_text())
@@ -225,7 +232,8 @@ class Suite:
                     get(k)
                 for k in hits:
                     get(k)
-        jobs = {"get": gets, "build-pairs": lambda: build.build_kvio_pairs(ds, self.run_dir / "profile-build"),
+        jobs = {"get": gets,
+                "build-pairs": lambda: build.build_kvio_pairs(ds, self.run_dir / "profile-build"),
                 "scan": lambda: scan.scan_kvio(paths["kvio"])}
         for name, fn in jobs.items():
             prof = Profiler(interval=0.0005)

@@ -37,7 +37,8 @@ def step(title: str, *cmd: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000, help="demo users (default 200000)")
     parser.add_argument("--dir", default=str(ROOT / "demo-data"), help="working directory (replaced)")
     args = parser.parse_args()

@@ -6,8 +6,8 @@ inside the key range (a miss has to be decided by the index, not by range prunin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -56,7 +56,7 @@ class Dataset:
     def pairs(self) -> list[tuple[bytes, bytes]]:
         """The (key, value) tuples, made once (builds get the same prepared input)."""
         if self._pairs is None:
-            self._pairs = list(zip(self.keys, self.values))
+            self._pairs = list(zip(self.keys, self.values, strict=True))
         return self._pairs
 
     @property
@@ -80,4 +80,5 @@ class Dataset:
 
 def dataset(count: int, value_size: int) -> Dataset:
     label = f"{count // 1_000_000}M" if count % 1_000_000 == 0 else f"{count // 1000}k"
-    return Dataset(f"{label} keys x {value_size} B", make_keys(count), make_values(count, value_size), value_size)
+    return Dataset(f"{label} keys x {value_size} B", make_keys(count), make_values(count, value_size),
+                   value_size)

@@ -45,7 +45,8 @@ def run(ds: Dataset, kvio_path: Path, lmdb_path: Path, reps: int, sample: int, *
             load_before = load_text()
             per: dict[str, list[float]] = {}
             for label, keys in (("hit", hits), ("miss", misses)):
-                t = interleaved({"kvio": lambda: _loop(kget, keys), "lmdb": lambda: _loop(lget, keys)}, reps)
+                t = interleaved({"kvio": lambda keys=keys: _loop(kget, keys),
+                                 "lmdb": lambda keys=keys: _loop(lget, keys)}, reps)
                 for name, values in t.items():
                     per[f"{label}-{name}"] = [v / len(keys) * 1e6 for v in values]
             load = f"{load_before} -> {load_text()}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ class PeakRSS:
             self.peak = max(self.peak, self.proc.memory_info().rss)
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -62,8 +61,9 @@ def chunks(total: int, value_size: int, seed: int = 5):
         keys = np.zeros((n, 16), dtype=np.uint8)
         keys[:, 8:] = ids.view(np.uint8).reshape(n, 8)
         key_arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(keys.tobytes())])
-        values = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(
-            (np.arange(n + 1, dtype=np.int32) * value_size).tobytes()), pa.py_buffer(rng.bytes(n * value_size))])
+        offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * value_size).tobytes())
+        data = pa.py_buffer(rng.bytes(n * value_size))
+        values = pa.Array.from_buffers(pa.binary(), n, [None, offsets, data])
         yield pa.table({"key": key_arr.cast(pa.binary()), "value": values})
         start += n
         made += n * (16 + value_size)

@@ -36,7 +36,7 @@ class CountingFS:
         self._depth = threading.local()
         self._saved: dict[str, Any] = {}
 
-    def __enter__(self) -> "CountingFS":
+    def __enter__(self) -> CountingFS:
         for name in _COUNTED:
             original = getattr(self.fs, name)
             self._saved[name] = original
@@ -68,7 +68,7 @@ class CountingFS:
 
 def _build(ds: Dataset, uri: str, conf: dict[str, Any]) -> None:
     with KeyValueSystem(conf=conf).create_store(uri) as writer:
-        writer.put_many(zip(ds.keys, ds.values))
+        writer.put_many(zip(ds.keys, ds.values, strict=True))
 
 
 def _measure(ds: Dataset, uri: str, gets: int, seed: int) -> dict[str, float]:
@@ -111,7 +111,8 @@ def run(ds: Dataset, gets: int, section: str = "remote") -> list[Row]:
         for kind in ("hit", "miss"):
             req, byt = m[f"{kind}_requests"], m[f"{kind}_bytes"]
             kind_label = "hits" if kind == "hit" else "misses"
-            rows.append(Row(f"remote get ({kind_label}), {label}: requests per get", req, None, "requests/get",
+            rows.append(Row(f"remote get ({kind_label}), {label}: requests per get", req, None,
+                            "requests/get",
                             None, "<= 2", note=note if kind == "hit" else f"{ds.name}, {label}",
                             section=section, repetitions=1, met=req <= 2.05,
                             extra={"bytes_per_get": byt}))

@@ -51,7 +51,8 @@ def _ratio(row: Row) -> str:
 
 
 def table(rows: list[Row]) -> list[str]:
-    out = ["| measurement | kvio | reference | unit | ratio | target | met | reference system | reps | load (1/5 min) | note |",
+    out = ["| measurement | kvio | reference | unit | ratio | target | met | reference system | reps "
+           "| load (1/5 min) | note |",
            "|---|---:|---:|---|---:|---|---|---|---:|---|---|"]
     for r in rows:
         note = r.note.replace("|", "\\|").replace("\n", " ")
@@ -94,10 +95,11 @@ def render(rows: list[Row], meta: dict[str, Any], notes: str | None) -> str:
     missed = [r for r in rows if r.met is False]
     lines += ["## Summary", ""]
     with_target = [r for r in rows if r.met is not None]
+    def _miss(r: Row) -> str:
+        got = _ratio(r) if r.ratio is not None else _num(r.kvio)
+        return f"{r.measurement} ({got} vs target {_target(r.target)})"
     lines.append(f"{sum(r.met is True for r in with_target)} of {len(with_target)} targets met."
-                 + (" Missed: " + "; ".join(f"{r.measurement} ({_ratio(r) if r.ratio is not None else _num(r.kvio)} "
-                                          f"vs target {_target(r.target)})" for r in missed) + "."
-                    if missed else ""))
+                 + (" Missed: " + "; ".join(_miss(r) for r in missed) + "." if missed else ""))
     lines.append("")
     for key, title in SECTIONS:
         part = [r for r in rows if r.section == key]

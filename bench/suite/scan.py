@@ -34,7 +34,8 @@ def run(ds: Dataset, kvio_path: Path, parquet_path: Path, reps: int, section: st
         if got != expected:
             raise AssertionError(f"{fn.__name__} read {got}, expected {expected}")
     load_before = load_text()
-    t = interleaved({"kvio": lambda: scan_kvio(kvio_path), "parquet": lambda: scan_parquet(parquet_path)}, reps)
+    t = interleaved({"kvio": lambda: scan_kvio(kvio_path), "parquet": lambda: scan_parquet(parquet_path)},
+                    reps)
     load = f"{load_before} -> {load_text()}"
     med = {k: median(v) for k, v in t.items()}
     rate = {k: ds.count / v for k, v in med.items()}
