@@ -115,6 +115,8 @@ class Config:
         self.connect_timeout = typed("kvio.fs.connect.timeout", parse_duration)
         self.sort_memory = typed("kvio.sort.memory", parse_size)
         self.sort_spill_dir = str(merged["kvio.sort.spill.dir"]).strip() or None
+        self.serve_batch_max_keys = typed("kvio.serve.batch.max.keys", int)
+        self.serve_body_max = typed("kvio.serve.body.max", parse_size)
         if self.compression not in ("none", "zstd", "lz4"):
             raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
         if not 0.1 <= self.index_load_factor <= 0.95:
@@ -129,6 +131,8 @@ class Config:
             raise ConfigError("kvio.versions.retain must be at least 1")
         if self.connect_timeout <= 0:
             raise ConfigError("kvio.fs.connect.timeout must be more than 0s")
+        if self.serve_batch_max_keys < 1 or self.serve_body_max < 1:
+            raise ConfigError("kvio.serve.batch.max.keys and kvio.serve.body.max must be at least 1")
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
         if not overrides:

@@ -63,13 +63,13 @@ def test_top_level_names_and_data_files(wheel):
 
 def test_extras(wheel):
     requires, extras = _metadata(wheel)
-    assert set(extras) == {"spark", "mr", "hdfs", "all", "dev"}
+    assert set(extras) == {"spark", "mr", "hdfs", "serve", "all", "dev"}
 
     def extra(name: str) -> list[str]:
         return [r.split(";")[0].strip() for r in requires if f'extra == "{name}"' in r]
 
-    assert extra("all") == ["kvio[hdfs,mr,spark]"]
-    assert not any(r.startswith(tuple(DEV_TOOLS)) for e in ("spark", "mr", "hdfs")
+    assert extra("all") == ["kvio[hdfs,mr,serve,spark]"]
+    assert not any(r.startswith(tuple(DEV_TOOLS)) for e in ("spark", "mr", "hdfs", "serve")
                    for r in extra(e))
     assert {r.split(">")[0].split("=")[0] for r in extra("dev")} == DEV_TOOLS
     (pipes,) = [r for r in requires if r.startswith("standard-pipes")]

@@ -52,6 +52,7 @@ from .interrupt import EXIT_INTERRUPTED, InterruptGuard
 from .interrupt import MESSAGE as INTERRUPTED
 from .output import PROG
 from .repair import cmd_repair
+from .serve import add_serve_command
 from .smoke import cmd_run_kv_test
 
 __all__ = ["main", "display", "escape"]
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("uri")
     p.add_argument("--older-than", type=_duration, metavar="AGE",
                    help="staging age to remove, e.g. 30m, 24h (default: kvio.staging.max.age)")
+
+    add_serve_command(command)
     return parser
 
 

@@ -1,0 +1,390 @@
+"""The Starlette app of ``kvio serve``: routes, authentication and metrics.
+
+Endpoints (docs/SERVING.md is the reference):
+
+* ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
+* ``GET /v1/stores``, ``GET /v1/stores/{name}``
+* ``GET /v1/stores/{name}/keys/{key}``: the value as raw bytes
+* ``POST /v1/stores/{name}/get``: batch get, JSON or Arrow IPC
+* ``GET /v1/stores/{name}/scan``: a key range as NDJSON or Arrow IPC, streamed
+
+Every answer about a store carries ``Kvio-Version``, the version it was read from; one request
+reads one version (see :mod:`.stores`).
+"""
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pyarrow as pa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Config
+from ..errors import KvioError
+from ..reader import StoreReader
+from . import codec
+from .codec import ARROW_STREAM, JSON, NDJSON, PAIR_SCHEMA
+from .errors import (
+    ApiError,
+    error_response,
+    kvio_error_status,
+    on_api_error,
+    on_http_exception,
+    on_kvio_error,
+    on_unexpected,
+)
+from .metrics import UNMATCHED, Metrics
+from .options import ServeOptions, read_token
+from .stores import ServedStore, StoreSet
+
+log = logging.getLogger("kvio.serve")
+VERSION_HEADER = "Kvio-Version"
+#: paths answered without the bearer token (probes of load balancers and orchestrators)
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_SCAN_PARAMETERS = ("start", "stop", "prefix", "limit", "encoding")
+_BATCH_MEMBERS = {"keys", "encoding"}
+
+
+# ---- middleware -----------------------------------------------------------------------------
+class MetricsMiddleware:
+    """Counts every request by route template (never the raw path), method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path", UNMATCHED), scope["method"], status,
+                                 started)
+
+
+class TokenAuth:
+    """Requires ``Authorization: Bearer <token>`` on every path but :data:`OPEN_PATHS`; the
+    comparison takes the same time wherever the first difference is."""
+
+    def __init__(self, app: ASGIApp, token: bytes):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    given = value
+            scheme, _, credentials = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(),
+                                                                      self.token):
+                reason = "missing" if not given else "wrong"
+                response = error_response(
+                    401, "unauthorized", f"this server needs a bearer token ({reason} "
+                    "Authorization header; send 'Authorization: Bearer <token>')",
+                    {"WWW-Authenticate": 'Bearer realm="kvio"'})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _SnapshotStream(StreamingResponse):
+    """A streamed answer that releases its snapshot when it ends, however it ends (complete,
+    failed, or the client went away)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: Any):
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            try:
+                if aclose is not None:
+                    await aclose()
+            finally:
+                self._release()
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def _accepts_arrow(request: Request) -> bool:
+    return ARROW_STREAM in request.headers.get("accept", "").lower()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing one over ``limit`` bytes before reading more than that."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the request body ({size} bytes or more) is over "
+                    f"the limit of {limit} bytes (kvio.serve.body.max); split the batch", limit=limit)
+
+
+def _parse_limit(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace")
+    if not text.isdigit() or int(text) < 1:
+        raise ApiError(400, "bad_limit", f"limit must be a positive integer, got {text!r}",
+                       parameter="limit")
+    return int(text)
+
+
+# ---- the app ----------------------------------------------------------------------------------
+class Api:
+    """The endpoints over one set of stores.
+
+    Args:
+        stores: the stores served.
+        conf: settings (``kvio.serve.batch.max.keys``, ``kvio.serve.body.max``).
+        metrics: where requests and keys are counted.
+    """
+
+    def __init__(self, stores: StoreSet, conf: Config, metrics: Metrics):
+        self.stores, self.conf, self.metrics = stores, conf, metrics
+        for store in stores.stores.values():
+            self._note_version(store)
+            store.live.on_swap(lambda *_, store=store: self._note_version(store))
+
+    def _note_version(self, store: ServedStore) -> None:
+        with store.snapshot() as reader:
+            self.metrics.store_version(store.name, reader.version, reader.commit.seq,
+                                       store.live.swaps)
+
+    # ---- service endpoints ----
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pid": os.getpid()})
+
+    async def readyz(self, request: Request) -> Response:
+        versions = {name: s.version for name, s in self.stores.stores.items()}
+        ready = all(v is not None for v in versions.values())
+        return JSONResponse({"ready": ready, "stores": versions}, status_code=200 if ready else 503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return Response(body, headers={"Content-Type": content_type})
+
+    # ---- stores ----
+    async def list_stores(self, request: Request) -> Response:
+        return JSONResponse({"stores": [await s.describe() for s in self.stores.stores.values()]})
+
+    async def store_info(self, request: Request) -> Response:
+        info = await self.stores.get(request.path_params["name"]).describe()
+        return JSONResponse(info, headers={VERSION_HEADER: info["version"]})
+
+    async def get_key(self, request: Request) -> Response:
+        store = self.stores.get(request.path_params["name"])
+        raw_path = request.scope.get("raw_path")
+        # Without the raw path (a server other than uvicorn), the decoded one is all there is.
+        key = codec.key_from_path(raw_path) if raw_path is not None else \
+            request.path_params["key"].encode("utf-8")
+        version, value = await store.call(lambda reader: reader.get(key))
+        headers = {VERSION_HEADER: version}
+        if value is None:
+            self.metrics.keys_served(store.name, 0, 1)
+            raise ApiError(404, "key_not_found", f"key {codec.show(key)!r} is not in store "
+                           f"{store.name!r} (version {version})", headers=headers,
+                           store=store.name, key=codec.show(key), version=version)
+        self.metrics.keys_served(store.name, 1, 0)
+        return Response(value, media_type="application/octet-stream", headers=headers)
+
+    async def batch_get(self, request: Request) -> Response:
+        store = self.stores.get(request.path_params["name"])
+        kind = _media_type(request.headers.get("content-type"))
+        if kind not in (JSON, ARROW_STREAM):
+            raise ApiError(415, "unsupported_media_type",
+                           f"send the keys as {JSON} or {ARROW_STREAM}, not "
+                           f"{kind or 'a body without Content-Type'}")
+        body = await _read_body(request, self.conf.serve_body_max)
+        if kind == JSON:
+            keys, encoding = self._json_keys(body)
+            column = None
+        else:
+            column, keys = codec.read_arrow_keys(body)
+            encoding = None
+        limit = self.conf.serve_batch_max_keys
+        if len(keys) > limit:
+            raise ApiError(413, "too_many_keys", f"{len(keys)} keys in one batch, the limit is "
+                           f"{limit} (kvio.serve.batch.max.keys); split the batch", limit=limit)
+        version, values = await store.call(lambda reader: reader.get_many(keys))
+        found = len(values) - values.count(None)
+        self.metrics.keys_served(store.name, found, len(values) - found)
+        headers = {VERSION_HEADER: version}
+        if column is None:
+            assert encoding is not None
+            encoded = codec.encode_values(keys, values, encoding, store.name)
+            return JSONResponse({"version": version, "values": encoded}, headers=headers)
+        table = pa.table({"key": column, "value": pa.array(values, type=pa.large_binary())})
+        return Response(codec.arrow_table_bytes(table), media_type=ARROW_STREAM, headers=headers)
+
+    @staticmethod
+    def _json_keys(body: bytes) -> tuple[list[bytes], str]:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict) or "keys" not in doc:
+            raise ApiError(400, "bad_json", 'the body must be a JSON object {"keys": [...], '
+                           '"encoding": "utf-8" | "base64"}')
+        unknown = sorted(set(doc) - _BATCH_MEMBERS)
+        if unknown:
+            raise ApiError(400, "bad_json", f"unknown member(s) {', '.join(map(repr, unknown))} "
+                           "(the body takes keys and encoding)")
+        encoding = codec.parse_encoding(doc.get("encoding", codec.UTF8), '"encoding"')
+        return codec.decode_json_keys(doc["keys"], encoding), encoding
+
+    async def scan(self, request: Request) -> Response:
+        store = self.stores.get(request.path_params["name"])
+        params = codec.parse_query(request.scope.get("query_string", b""), _SCAN_PARAMETERS)
+        limit = _parse_limit(params.get("limit"))
+        encoding = codec.parse_encoding(params.get("encoding", codec.UTF8.encode()), "encoding")
+        arrow = _accepts_arrow(request)
+        bounds = (params.get("start"), params.get("stop"), params.get("prefix"))
+        stack = contextlib.ExitStack()
+        reader = stack.enter_context(store.snapshot())
+        try:
+            body = self._scan_body(store, reader, bounds, limit, encoding, arrow)
+            return _SnapshotStream(body, stack.close, media_type=ARROW_STREAM if arrow else NDJSON,
+                                   headers={VERSION_HEADER: reader.version})
+        except BaseException:
+            stack.close()
+            raise
+
+    async def _scan_body(self, store: ServedStore, reader: StoreReader,
+                         bounds: tuple[bytes | None, ...], limit: int | None, encoding: str,
+                         arrow: bool) -> AsyncIterator[bytes]:
+        encoder = codec.ArrowStreamEncoder(PAIR_SCHEMA) if arrow else None
+        batches = reader.batches(*bounds)  # a generator: closed below, however the stream ends
+        remaining = limit
+        try:
+            async for batch in store.stream(reader, batches):
+                if remaining is not None:
+                    batch = batch.slice(0, remaining)
+                    remaining -= batch.num_rows
+                if batch.num_rows:
+                    self.metrics.keys_served(store.name, batch.num_rows, 0)
+                    if encoder is not None:
+                        yield encoder.write(batch)
+                    else:
+                        yield codec.ndjson_lines(batch.column(0).to_pylist(),
+                                                 batch.column(1).to_pylist(), encoding)
+                if remaining == 0:
+                    break
+            if encoder is not None:
+                yield encoder.take() + encoder.close()
+        except KvioError as exc:
+            # The status line is gone already: end NDJSON with an error object, then break the
+            # chunked stream so no client takes the answer for complete.
+            log.error("scan of store %s failed: %s", store.name, exc)
+            if encoder is None:
+                status, code = kvio_error_status(exc)
+                yield (json.dumps({"error": {"status": status, "code": code,
+                                             "message": str(exc)}}) + "\n").encode()
+            raise
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                await store.run(close)
+
+
+def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
+               token: bytes | None = None) -> Starlette:
+    """The ASGI app over opened stores; it closes them when it shuts down.
+
+    Args:
+        stores: the stores to serve.
+        conf: settings.
+        metrics: the metrics to count into.
+        token: the bearer token every request but the probes must carry; None for none.
+
+    Returns:
+        The app.
+    """
+    api = Api(stores, conf, metrics)
+    prefix = "/v1/stores"
+    routes = [
+        Route("/healthz", api.healthz),
+        Route("/readyz", api.readyz),
+        Route("/metrics", api.metrics_text),
+        Route(prefix, api.list_stores),
+        Route(prefix + "/{name}", api.store_info),
+        Route(prefix + "/{name}/keys/{key:path}", api.get_key),
+        Route(prefix + "/{name}/get", api.batch_get, methods=["POST"]),
+        Route(prefix + "/{name}/scan", api.scan),
+    ]
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
+    if token is not None:
+        middleware.append(Middleware(TokenAuth, token=token))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            stores.close()
+
+    handlers: dict[Any, Any] = {ApiError: on_api_error, HTTPException: on_http_exception,
+                                KvioError: on_kvio_error, Exception: on_unexpected}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
+                     lifespan=lifespan)
+
+
+def build_app(options: ServeOptions, stores: StoreSet | None = None) -> Starlette:
+    """The app for ``options``, opening the stores unless given.
+
+    Raises:
+        KvioError: a store cannot be opened, or the token file is unusable.
+    """
+    conf = Config(options.conf)
+    token = read_token(options.token_file) if options.token_file else None
+    if options.multiprocess_dir is not None and \
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR") != options.multiprocess_dir:
+        raise KvioError("PROMETHEUS_MULTIPROC_DIR must name the metrics directory of the workers "
+                        f"({options.multiprocess_dir}) before the worker starts")
+    metrics = Metrics(options.multiprocess_dir)
+    return create_app(stores or StoreSet.open(options), conf, metrics, token)
+
+
+def app_from_environment() -> Starlette:
+    """The app factory of worker processes (``--workers N``): the options come from the
+    environment variable the parent ``kvio serve`` set (:data:`kvio.serve.options.ENV`)."""
+    return build_app(ServeOptions.from_env())
