@@ -232,3 +232,27 @@ def test_merged_store_gives_mappers_each_key_once_with_its_winning_value(tmp_pat
     # An aggregating job (count per value) must count each key's winning value once.
     run_kv_job(MRCountryCounts, "inline", [tmp_path / "a"], tmp_path / "counts", "--split-size", split_size)
     assert dict(store_items(tmp_path / "counts")) == {b"new": b"500", b"old": b"500"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--split-size", "0"), "split-size must be at least 1 byte"),
+    (("--split-size", "lots"), "cannot parse size"),
+    (("--split-points", "/missing/points.txt"), "cannot read the split points file /missing/points.txt"),
+])
+def test_bad_driver_options_are_clear_errors(hostile_store, tmp_path, args, message):
+    """Issue 10 item 14: these were tracebacks."""
+    src, _ = hostile_store
+    with pytest.raises(KvioError, match=message):
+        run_kv_job(CloneStore, "inline", [src], tmp_path / "dst", *args)
+    assert not (tmp_path / "dst").exists()
+
+
+def test_bad_driver_options_exit_1_with_one_line(hostile_store, tmp_path):
+    import subprocess
+    import sys
+    src, _ = hostile_store
+    proc = subprocess.run([sys.executable, "-m", "mr_jobs.clone_store", "-r", "inline", str(src),
+                           "--output-store", str(tmp_path / "dst"), "--split-size", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "split-size must be at least 1 byte" in proc.stderr
