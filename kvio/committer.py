@@ -445,7 +445,8 @@ class Job:
         """Best-effort tidying; a failure here never un-publishes anything."""
         try:
             versions.collect_garbage(self.io, self.conf.versions_retain,
-                                     older_than=self.conf.staging_max_age)
+                                     older_than=self.conf.staging_max_age,
+                                     grace=self.conf.gc_grace)
         except Exception as exc:  # noqa: BLE001 - tidying must not fail a published job
             log.warning("kvio: cleanup after publishing %s failed: %s", self.ctx.uri, exc)
 

@@ -16,6 +16,8 @@ _SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 
                "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30,
                "T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: What a live store checks in a new version before it swaps it in (kvio.follow.verify).
+FOLLOW_VERIFY = ("none", "footers", "full")
 
 
 def parse_size(text: str | int) -> int:
@@ -115,6 +117,11 @@ class Config:
         self.connect_timeout = typed("kvio.fs.connect.timeout", parse_duration)
         self.sort_memory = typed("kvio.sort.memory", parse_size)
         self.sort_spill_dir = str(merged["kvio.sort.spill.dir"]).strip() or None
+        self.follow_interval = typed("kvio.follow.interval", parse_duration)
+        self.follow_verify = str(merged["kvio.follow.verify"]).strip().lower()
+        self.pin_ttl = typed("kvio.pin.ttl", parse_duration)
+        self.pin_batch_ttl = typed("kvio.pin.batch.ttl", parse_duration)
+        self.gc_grace = typed("kvio.gc.grace", parse_duration)
         self.serve_batch_max_keys = typed("kvio.serve.batch.max.keys", int)
         self.serve_body_max = typed("kvio.serve.body.max", parse_size)
         if self.compression not in ("none", "zstd", "lz4"):
@@ -131,6 +138,13 @@ class Config:
             raise ConfigError("kvio.versions.retain must be at least 1")
         if self.connect_timeout <= 0:
             raise ConfigError("kvio.fs.connect.timeout must be more than 0s")
+        if self.follow_interval <= 0:
+            raise ConfigError("kvio.follow.interval must be more than 0s")
+        if self.follow_verify not in FOLLOW_VERIFY:
+            raise ConfigError(f"kvio.follow.verify must be one of {', '.join(FOLLOW_VERIFY)}, "
+                              f"got {self.follow_verify!r}")
+        if self.pin_ttl <= 0 or self.pin_batch_ttl <= 0:
+            raise ConfigError("kvio.pin.ttl and kvio.pin.batch.ttl must be more than 0s")
         if self.serve_batch_max_keys < 1 or self.serve_body_max < 1:
             raise ConfigError("kvio.serve.batch.max.keys and kvio.serve.body.max must be at least 1")
 

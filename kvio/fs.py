@@ -441,6 +441,40 @@ class FileIO:
         finally:
             self.delete_file(tmp)
 
+    def replace_file(self, rel: str, data: bytes) -> None:
+        """Write a small whole file, creating its directory and replacing an existing file.
+        Readers see the old or the new content, never a mix: on local disk a temporary file
+        renamed over it (``os.replace``), elsewhere one whole-object write.
+
+        Args:
+            rel: the file, relative to the root.
+            data: its new content.
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        parent = posixpath.dirname(rel)
+        if not self.is_local:
+            self.makedirs(parent)
+            self.fs.pipe_file(self.path(rel), data)
+            return
+        for attempt in range(3):
+            os.makedirs(self.path(parent), exist_ok=True)
+            tmp = self.path(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(rel)}")
+            try:
+                with open(tmp, "xb") as handle:
+                    handle.write(data)
+                os.replace(tmp, self.path(rel))
+                return
+            except FileNotFoundError:
+                # The directory was removed between makedirs and the write (an empty _pins/
+                # is removed when its last pin goes): create it again.
+                if attempt == 2:
+                    raise
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+
     def publish_file(self, src_rel: str, dst_rel: str) -> None:
         """Atomically make src visible as dst, failing with FileExistsError if dst exists.
         src may be left behind (the caller removes it)."""

@@ -6,6 +6,7 @@
     <store>/_versions/<version>/<attempt>/part-<task:05d>-<seq:05d>-<tag>.kvp
     <store>/_versions/<version>/carried/<n:05d>-<name>.kvp   (append, merge, rollback)
     <store>/_staging/<job>/...                a running job; renamed to _versions/<job> on commit
+    <store>/_pins/<version>.<holder>.pin      a reader's lease on a version (kvio/pins.py)
 
 A job's staging directory becomes its version directory in one rename, so names never need to
 change at commit and files of failed attempts are simply never listed in the manifest. Every
@@ -22,10 +23,13 @@ MARKER = "_kvio_store"
 COMMITS = "_commits"
 VERSIONS = "_versions"
 STAGING = "_staging"
+PINS = "_pins"
+PIN_SUFFIX = ".pin"
 MANIFEST = "manifest.kvm"
 COMMIT_SUFFIX = ".commit"
 _COMMIT_NAME = re.compile(r"([0-9]{10})\.commit")
 _VERSION_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_HOLDER = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def new_job_id() -> str:
@@ -70,6 +74,29 @@ def version_dir(version: str) -> str:
 
 def manifest_path(version: str) -> str:
     return f"{VERSIONS}/{version}/{MANIFEST}"
+
+
+def pin_path(version: str, holder: str) -> str:
+    """The lease file of ``holder`` on ``version`` (a holder id has no ``.``, see kvio/pins.py)."""
+    return f"{PINS}/{version}.{holder}{PIN_SUFFIX}"
+
+
+def parse_pin_name(name: str) -> tuple[str, str] | None:
+    """(version, holder) of a file name in ``_pins/``, or None for any other name.
+
+    Args:
+        name: a file name in ``_pins/``.
+
+    Returns:
+        The version and holder for ``<version>.<holder>.pin`` (a version name may contain dots,
+        a holder id does not); None for temporary files and other names.
+    """
+    if not name.endswith(PIN_SUFFIX):
+        return None
+    version, sep, holder = name[:-len(PIN_SUFFIX)].rpartition(".")
+    if not sep or not holder or not is_version_name(version) or not _HOLDER.fullmatch(holder):
+        return None
+    return version, holder
 
 
 def staging_dir(job_id: str) -> str:

@@ -28,6 +28,7 @@ from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, PartitionReader
 from .fs import FileIO
 from .keyranges import Range, prefix_successor
+from .pins import Pin
 from .plan import ReadPlanner, Split, read_split
 
 __all__ = ["StoreReader", "prefix_successor"]
@@ -115,9 +116,15 @@ class StoreReader(Mapping):
         manifest: the version's parsed manifest.
         commit: the commit record that published the version.
         conf: settings.
+        pin: the pin on the version (kvio/pins.py) that the reader removes when it closes;
+            :meth:`KeyValueSystem.open_store` takes it before the reader opens.
     """
 
-    def __init__(self, io: FileIO, manifest: Manifest, commit: CommitRecord, conf: Config):
+    def __init__(self, io: FileIO, manifest: Manifest, commit: CommitRecord, conf: Config,
+                 pin: Pin | None = None):
+        self.pin = pin
+        if pin is not None:
+            pin.bind(self)  # a reader that is never closed releases it when collected
         self.uri = io.uri
         self.io = io
         self.manifest = manifest
@@ -402,11 +409,14 @@ class StoreReader(Mapping):
                 progress(entry)
 
     def close(self) -> None:
-        """Close every open partition file. Idempotent; later use raises ReaderClosedError."""
+        """Close every open partition file and remove the reader's pin. Idempotent; later
+        use raises ReaderClosedError."""
         self.closed = True
         self._cache.close()
         self._gets = [None] * len(self._order)
         self.__dict__.pop("get", None)
+        if self.pin is not None:
+            self.pin.release()
 
     def __enter__(self) -> StoreReader:
         self._check_open()

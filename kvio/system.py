@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any
+import time
+from typing import Any, Literal, overload
 
-from . import committer, layout, repair, versions
+from . import committer, layout, pins, repair, versions
 from .committer import Job
 from .config import Config
 from .errors import (IncompleteStoreError, InvalidArgumentError, KvioError, StoreExistsError,
                      StoreNotFoundError)
 from .format.commit_record import CommitRecord
 from .fs import FileIO
+from .live import LiveStore
 from .reader import StoreReader
 from .writer import StoreWriter
 
@@ -39,15 +41,28 @@ class KeyValueSystem:
         return StoreWriter(uri, mode=mode, conf=self.conf_overrides,
                            storage_options=self.storage_options)
 
-    def open_store(self, uri: str, version: str | None = None) -> StoreReader:
+    @overload
+    def open_store(self, uri: str, version: str | None = None, *,
+                   follow: Literal[False] = False) -> StoreReader: ...
+
+    @overload
+    def open_store(self, uri: str, version: None = None, *, follow: Literal[True]) -> LiveStore: ...
+
+    def open_store(self, uri: str, version: str | None = None, *,
+                   follow: bool = False) -> StoreReader | LiveStore:
         """The current version (or a named one still retained) as a read-only Mapping.
+
+        The reader pins its version (docs/COMMIT.md, "Pins"): retention and ``kvio gc`` keep
+        it until the reader is closed.
 
         Args:
             uri: the store.
             version: a version id from :meth:`versions`; None for the current version.
+            follow: return a :class:`~kvio.live.LiveStore` that serves the current version and
+                swaps in each new publish (checked every ``kvio.follow.interval``).
 
         Returns:
-            A reader of that version.
+            A reader of that version (follow: a live store).
 
         Raises:
             StoreNotFoundError: no store, a deleted store, or ``version`` is not in the history.
@@ -55,22 +70,40 @@ class KeyValueSystem:
                 its files.
             IncompleteStoreError, NotAStoreError: nothing was published at ``uri``.
             CorruptStoreError: the newest commit record or the manifest is damaged.
+            InvalidArgumentError: ``follow`` with a ``version``.
         """
+        if follow:
+            if version is not None:
+                raise InvalidArgumentError("follow=True serves the current version and its "
+                                           "successors; it cannot be combined with version=",
+                                           store=uri)
+            return LiveStore(uri, lambda: self.open_store(uri), self.conf)
         io = self._io(uri)
+        grace = self.conf.gc_grace
         for _ in range(10):  # a concurrent publish + GC can remove what we just listed: retry
+            started = time.monotonic()
             state = versions.current_state_for_read(io)
             commit = state.commit
             assert commit is not None and state.version is not None
             wanted = state.version
             if version is not None and version != state.version:
                 commit, wanted = self._find_version(io, version), version
-                # GC removes the manifest first: without it the version is gone (or going).
-                if not io.exists(layout.manifest_path(wanted)):
-                    raise versions.not_retained_error(io, wanted, commit.seq)
+            pin = pins.acquire(io, wanted, self.conf)
             try:
+                # GC removes the manifest first: without it the version is gone (or going).
+                if version is not None and wanted != state.version \
+                        and not io.exists(layout.manifest_path(wanted)):
+                    raise versions.not_retained_error(io, wanted, commit.seq)
+                if pin is not None and grace and time.monotonic() - started > grace:
+                    # The pin landed later than gc's grace after the version was current: a gc
+                    # that did not see it may be deleting the version. Start again.
+                    pin.release()
+                    continue
                 manifest = versions.load_manifest(io, wanted)
-                return StoreReader(io, manifest, commit, self.conf)
+                return StoreReader(io, manifest, commit, self.conf, pin=pin)
             except KvioError:
+                if pin is not None:
+                    pin.release()
                 if version is None and versions.read_state(io).seq != state.seq:
                     continue
                 if version is not None and not io.exists(layout.manifest_path(wanted)):
@@ -205,8 +238,10 @@ class KeyValueSystem:
         Returns:
             One JSON object per record: its fields (``seq``, ``version``, ``op``, ``job``,
             ``time`` and the optional ones) plus ``current`` (the newest record),
-            ``available`` (its version's files are retained) and ``live`` (its version is the
-            current one). A damaged record has only ``seq``, ``corrupt`` (what is wrong),
+            ``available`` (its version's files are retained), ``live`` (its version is the
+            current one) and ``pins`` (the unexpired pins on its version: ``holder``,
+            ``expires``, ``purpose``, ``host``, ``pid``; the same list on every record of the
+            version). A damaged record has only ``seq``, ``corrupt`` (what is wrong),
             ``file`` and those three flags; when it is the newest, no version is current.
 
         Raises:
@@ -219,11 +254,14 @@ class KeyValueSystem:
         present = versions.available_versions(io)
         last = commits.last_intact
         current = None if commits.head_damaged or last is None else last.version
+        pinned = pins.unexpired(pins.scan(io), time.time())
         rows: list[dict[str, Any]] = [
             {**r.to_json(), "available": r.version in present,
-             "live": current is not None and r.version == current} for r in commits.records]
+             "live": current is not None and r.version == current,
+             "pins": [p.to_json() for p in pinned.get(r.version or "", [])]}
+            for r in commits.records]
         rows += [{"seq": d.seq, "version": None, "op": None, "corrupt": d.reason, "file": d.file,
-                  "available": False, "live": False} for d in commits.damaged]
+                  "available": False, "live": False, "pins": []} for d in commits.damaged]
         rows.sort(key=lambda row: row["seq"])
         for row in rows:
             row["current"] = row["seq"] == commits.newest_seq
@@ -257,7 +295,9 @@ class KeyValueSystem:
                              storage_options=self.storage_options)
 
     def gc(self, uri: str, older_than: float | None = None) -> dict[str, list[str]]:
-        """Remove superseded versions, stale staging and stray files (docs/COMMIT.md).
+        """Remove superseded versions, stale staging, stray files and expired pins
+        (docs/COMMIT.md). A version with an unexpired pin, or superseded less than
+        ``kvio.gc.grace`` ago, is kept.
 
         Args:
             uri: the store.
@@ -265,7 +305,8 @@ class KeyValueSystem:
                 ``kvio.staging.max.age``).
 
         Returns:
-            What was removed, by kind.
+            What was removed, by kind, and what was kept beyond the retention (``pinned``,
+            ``grace``): see :func:`kvio.versions.collect_garbage`.
 
         Raises:
             CorruptStoreError: the newest commit record is damaged (nothing is removed).
@@ -275,7 +316,8 @@ class KeyValueSystem:
         if not io.exists(layout.MARKER):
             versions.current_state_for_read(io)
         age = self.conf.staging_max_age if older_than is None else older_than
-        return versions.collect_garbage(io, self.conf.versions_retain, older_than=age)
+        return versions.collect_garbage(io, self.conf.versions_retain, older_than=age,
+                                        grace=self.conf.gc_grace)
 
 
 def _remove_store_files(io: FileIO) -> None:

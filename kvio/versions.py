@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import layout
+from . import layout, pins
 from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
                      KvioError, NotAStoreError, StoreNotFoundError, UnsupportedFormatError,
                      VersionNotRetainedError)
@@ -210,7 +210,7 @@ def current_state_for_read(io: FileIO) -> StoreState:
         raise IncompleteStoreError("store has no published version: its writer never finished "
                                    "(or is still running)", store=io.uri)
     names = io.listdir() if io.isdir() else None
-    if names and all(n in (layout.COMMITS, layout.VERSIONS, layout.STAGING)
+    if names and all(n in (layout.COMMITS, layout.VERSIONS, layout.STAGING, layout.PINS)
                      or n.startswith(TMP_PREFIX) for n in names):
         raise IncompleteStoreError("store has no published version: its first writer died while "
                                    "creating it", store=io.uri)
@@ -382,12 +382,44 @@ def available_versions(io: FileIO) -> set[str]:
     return {name for name in io.listdir(layout.VERSIONS) if io.exists(layout.manifest_path(name))}
 
 
-def collect_garbage(io: FileIO, retain: int,
-                    older_than: float | None = None) -> dict[str, list[str]]:
+def superseded_times(io: FileIO, records: list[CommitRecord]) -> dict[str, float]:
+    """When each published version stopped being current (the current one is left out).
+
+    A version is superseded by the first record after the last one that names it; its time
+    is the later of the record's own ``time`` (the writer's clock) and the record file's
+    modification time (the filesystem's clock), so a writer's clock that runs behind does not
+    shorten ``kvio.gc.grace``.
+
+    Args:
+        io: the store.
+        records: the intact commit records, oldest first.
+
+    Returns:
+        Seconds since the epoch, by version.
+    """
+    last: dict[str, int] = {}
+    for i, record in enumerate(records):
+        if record.version is not None:
+            last[record.version] = i
+    out: dict[str, float] = {}
+    for version, i in last.items():
+        if i + 1 < len(records):
+            nxt = records[i + 1]
+            stamp = io.modified(layout.commit_name(nxt.seq))
+            out[version] = max(nxt.time, stamp or 0.0)
+    return out
+
+
+def collect_garbage(io: FileIO, retain: int, older_than: float | None = None, *,
+                    grace: float = 0.0) -> dict[str, list[str]]:
     """Delete versions beyond the newest ``retain`` published ones, version directories no
     commit names and staging directories once nothing in them changed for ``older_than``
-    seconds (None or 0: regardless of age), leftover temporary files, and files of failed task
-    attempts inside retained versions.
+    seconds (None or 0: regardless of age), leftover temporary files, files of failed task
+    attempts inside retained versions and expired pins.
+
+    A superseded version is kept while it has a pin that has not expired (a reader, a Spark
+    query or an mrjob job uses it: :mod:`kvio.pins`) and for ``grace`` seconds after it was
+    superseded (:func:`superseded_times`).
 
     Safe to kill at any point (a rerun finishes the job) and to run next to readers and
     writers, provided ``older_than`` is longer than any running job (a younger job's staging
@@ -398,22 +430,31 @@ def collect_garbage(io: FileIO, retain: int,
         io: the store.
         retain: how many of the newest published versions to keep.
         older_than: the age in seconds of staging and unnamed versions to remove.
+        grace: keep versions superseded less than this many seconds ago (``kvio.gc.grace``).
 
     Returns:
         What was removed, by kind (``versions``, ``staging``, ``commits`` — always empty:
-        records are never deleted —, ``files``).
+        records are never deleted —, ``files``, ``pins``: expired pin files), and what was kept
+        beyond the retention: ``pinned`` (versions with an unexpired pin) and ``grace``
+        (versions superseded less than ``grace`` ago).
 
     Raises:
         CorruptStoreError: the newest commit record is damaged (nothing is removed).
         KvioError: a file could not be removed; names its full path.
     """
-    removed: dict[str, list[str]] = {"versions": [], "staging": [], "commits": [], "files": []}
+    removed: dict[str, list[str]] = {"versions": [], "staging": [], "commits": [], "files": [],
+                                     "pins": [], "pinned": [], "grace": []}
     commits = read_log(io)
     if commits.head_damaged:
         raise damaged_head_error(io, commits.damaged[-1])
     kept = retained_versions(list(commits.records), retain)
     referenced = {r.version for r in commits.records if r.version}
     now = time.time()
+    superseded = superseded_times(io, list(commits.records)) if grace else {}
+    # Pins are listed after the log and just before deleting: a reader pins the version it
+    # read as current, and anything it can have read is inside the grace window.
+    found_pins = pins.scan(io)
+    pinned = pins.unexpired(found_pins, now)
 
     def old_enough(rel: str) -> bool:
         if not older_than:
@@ -427,6 +468,12 @@ def collect_garbage(io: FileIO, retain: int,
     for name in names:
         rel = layout.version_dir(name)
         if name in kept:
+            continue
+        if name in pinned:
+            removed["pinned"].append(name)
+            continue
+        if name in referenced and grace and now - superseded.get(name, now) < grace:
+            removed["grace"].append(name)
             continue
         # A version no commit names may belong to a job between its rename and its commit:
         # only remove it once it is old. Superseded versions go at once; the manifest first,
@@ -448,12 +495,17 @@ def collect_garbage(io: FileIO, retain: int,
         if old_enough(rel):
             _remove(io, rel, f"the staging of job {name}")
             removed["staging"].append(name)
-    for parent in ("", layout.COMMITS):
+    for parent in ("", layout.COMMITS, layout.PINS):
         for name in io.listdir(parent):
             rel = posixpath.join(parent, name) if parent else name
             if name.startswith(TMP_PREFIX) and old_enough(rel):
                 _remove(io, rel, "a temporary file", tree=False)
                 removed["files"].append(rel)
+    for pin in found_pins:
+        if pin.expires <= now:
+            _remove(io, pin.rel, f"the expired pin of {pin.holder} on version {pin.version}",
+                    tree=False)
+            removed["pins"].append(pin.rel)
     # "commits" stays empty: records are never deleted (see the module docstring).
     return removed
 

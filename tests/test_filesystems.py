@@ -188,7 +188,8 @@ class TestStoreOperations:
         with pytest.raises(StoreExistsError):
             kvs.rename_store(f"{fs_root}/a", f"{fs_root}/b")
 
-    def test_versions_rollback_and_gc(self, kvs, uri):
+    def test_versions_rollback_and_gc(self, make_kvs, uri):
+        kvs = make_kvs(**{"kvio.gc.grace": "0"})  # versions published milliseconds apart
         for i in range(3):
             write_store(kvs, uri, [(b"a", b"v%d" % i)], mode="overwrite")
         history = kvs.versions(uri)

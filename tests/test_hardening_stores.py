@@ -283,7 +283,8 @@ def test_an_abort_after_the_publish_keeps_the_store(tmp_path):
 
 # ---- item 9: a version that retention removed ------------------------------------------------
 def test_opening_a_version_that_retention_removed_says_it_is_not_retained(tmp_path):
-    kvs, uri = KeyValueSystem(conf={"kvio.versions.retain": "1"}), str(tmp_path / "s")
+    kvs = KeyValueSystem(conf={"kvio.versions.retain": "1", "kvio.gc.grace": "0"})
+    uri = str(tmp_path / "s")
     v1 = write(kvs, uri, {b"a": b"1"})["version"]
     write(kvs, uri, {b"a": b"2"}, mode="overwrite")
     expected = f"version {v1} \\(commit 1\\) is not retained"
@@ -380,7 +381,8 @@ def undeletable(path: str):
 
 
 def test_gc_errors_name_the_full_path(tmp_path, capsys):
-    kvs, uri = KeyValueSystem(conf={"kvio.versions.retain": "1"}), str(tmp_path / "s")
+    kvs = KeyValueSystem(conf={"kvio.versions.retain": "1", "kvio.gc.grace": "0"})
+    uri = str(tmp_path / "s")
     keep = KeyValueSystem(conf={"kvio.versions.retain": "5"})
     old = write(keep, uri, {b"a": b"1"})["version"]
     write(keep, uri, {b"a": b"2"}, mode="overwrite")
@@ -390,7 +392,8 @@ def test_gc_errors_name_the_full_path(tmp_path, capsys):
             kvs.gc(uri, older_than=0)
         assert info.value.file == stuck
         assert f"gc could not remove version {old}" in str(info.value)
-        code, _, err = run(capsys, "gc", uri, "--conf", "kvio.versions.retain=1")
+        code, _, err = run(capsys, "gc", uri, "--conf", "kvio.versions.retain=1", "--conf",
+                           "kvio.gc.grace=0")
         assert code == 1 and f"file={stuck}" in err
     kvs.gc(uri, older_than=0)
     assert not os.path.exists(os.path.join(uri, "_versions", old))

@@ -659,7 +659,8 @@ def test_versions_and_rollback(kvs, store_uri):
         kvs.open_store(store_uri, version="no-such-version")
 
 
-def test_old_versions_are_garbage_collected(kvs, store_uri):
+def test_old_versions_are_garbage_collected(make_kvs, store_uri):
+    kvs = make_kvs(**{"kvio.gc.grace": "0"})  # versions published milliseconds apart
     for i in range(4):
         write_store(kvs, store_uri, [(b"a", b"v%d" % i)], mode="error" if i == 0 else "overwrite")
     history = kvs.versions(store_uri)

@@ -237,6 +237,7 @@ def cmd_versions(args, kvs: KeyValueSystem) -> int:
     rows = [[str(d["seq"]), d.get("version") or "-", d.get("op") or "-",
              _format_time(d.get("time")), _version_status(d)] for d in history]
     _print_table(rows, ["seq", "version", "op", "time", "status"])
+    _print_pins(history)
     for d in history:
         if d.get("corrupt"):
             print(f"{PROG}: commit {d['seq']} is damaged: {d['corrupt']} ({d['file']})",
@@ -246,6 +247,21 @@ def cmd_versions(args, kvs: KeyValueSystem) -> int:
               f"{args.uri}` makes an intact version current again, `kvio rm {args.uri}` deletes "
               "the store", file=sys.stderr)
     return 0
+
+
+def _print_pins(history: list[dict]) -> None:
+    """The unexpired pins, one line each, after the table (nothing when there are none)."""
+    shown: dict[str, list[dict]] = {}
+    for d in history:
+        if d.get("pins") and d["version"] not in shown:
+            shown[d["version"]] = d["pins"]
+    if not shown:
+        return
+    count = sum(map(len, shown.values()))
+    print(f"\n{count} pin(s) (gc keeps a pinned version until its pins expire or are released):")
+    rows = [[version, p["holder"], p.get("purpose", "?"), _format_time(p["expires"])]
+            for version, found in shown.items() for p in found]
+    _print_table(rows, ["pinned version", "holder", "purpose", "expires"])
 
 
 def cmd_rollback(args, kvs: KeyValueSystem) -> int:
@@ -264,10 +280,15 @@ def cmd_gc(args, kvs: KeyValueSystem) -> int:
     if args.json:
         _print_json(removed)
         return 0
-    labels = (("versions", "version"), ("staging", "staging"), ("files", "stray file"))
+    labels = (("versions", "version"), ("staging", "staging"), ("files", "stray file"),
+              ("pins", "expired pin"))
     for kind, label in labels:
         for name in removed.get(kind, []):
             print(f"removed {label} {name}")
+    for name in removed.get("pinned", []):
+        print(f"kept version {name}: pinned (`kvio versions` lists the pins)")
+    for name in removed.get("grace", []):
+        print(f"kept version {name}: superseded less than kvio.gc.grace ago")
     print(f"gc {args.uri}: removed {len(removed['versions'])} version(s), "
           f"{len(removed['staging'])} staging dir(s), "
           f"{len(removed.get('files', []))} stray file(s)")

@@ -17,6 +17,9 @@ from kvio.fs import FileIO
 from kvio.writer import SortedPairWriter
 
 SMALL = {"kvio.partition.size.max": "8KB", "kvio.block.size": "256B"}
+#: retention without the grace window, for tests that publish versions milliseconds apart and
+#: check what retention removes (the window is tested in tests/test_pins.py)
+NO_GRACE = {"kvio.gc.grace": "0"}
 
 
 def key(i: int) -> bytes:
@@ -359,7 +362,7 @@ def test_a_job_from_before_a_delete_and_recreate_loses(uri):
 
 # ---- versions, rollback, garbage collection ------------------------------------------------------
 def test_rollback_publishes_a_new_version_of_linked_files(uri):
-    kvs = KeyValueSystem()
+    kvs = KeyValueSystem(conf=NO_GRACE)
     write(kvs, uri, [(b"a", b"v1")])
     write(kvs, uri, [(b"a", b"v2")], mode="overwrite")
     v1, v2 = [h["version"] for h in kvs.versions(uri)]
@@ -376,7 +379,7 @@ def test_rollback_publishes_a_new_version_of_linked_files(uri):
 
 
 def test_gc_keeps_retained_versions_and_young_leftovers(uri):
-    kvs = KeyValueSystem(conf={"kvio.versions.retain": "2"})
+    kvs = KeyValueSystem(conf={"kvio.versions.retain": "2", **NO_GRACE})
     for i in range(4):
         write(kvs, uri, [(b"a", b"v%d" % i)], mode="overwrite")
     io = FileIO(uri)
@@ -407,17 +410,20 @@ def test_gc_keeps_retained_versions_and_young_leftovers(uri):
         crashed.commit([])
 
 
-def test_a_reader_keeps_its_version_while_newer_ones_are_published_and_collected(uri):
-    kvs = KeyValueSystem(conf=SMALL)
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_reader_keeps_its_version_while_newer_ones_are_published_and_collected(uri, pinned):
+    kvs = KeyValueSystem(conf={**SMALL, **NO_GRACE})
     data = {0: dict(pairs(range(0, 500), b"v0"))}
     write(kvs, uri, sorted(data[0].items()))
     reader = kvs.open_store(uri)
     version = reader.version
+    if not pinned:  # a reader that could not pin (a read-only store): its mapped files serve it
+        reader.pin.release()
     for n in range(1, 4):
         data[n] = dict(pairs(range(n * 10, 400 + n * 10), b"v%d" % n))
         write(kvs, uri, sorted(data[n].items()), mode="overwrite")
     kvs.gc(uri, older_than=0)
-    assert not os.path.exists(os.path.join(uri, "_versions", version))
+    assert os.path.exists(os.path.join(uri, "_versions", version)) == pinned
     with reader:
         reader.verify()
         assert dict(reader.items()) == data[0]
@@ -425,6 +431,8 @@ def test_a_reader_keeps_its_version_while_newer_ones_are_published_and_collected
         assert reader.get_many([key(3), key(499), key(500)]) == [data[0][key(3)], data[0][key(499)], None]
         assert list(reader.keys(prefix=b"k0001")) == [key(i) for i in range(10, 20)]
     assert content(uri, kvs) == data[3]
+    kvs.gc(uri, older_than=0)  # closed: the pin is gone, so is the version
+    assert not os.path.exists(os.path.join(uri, "_versions", version))
 
 
 def test_jobs_on_adjacent_paths_never_touch_each_other(tmp_path):

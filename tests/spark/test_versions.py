@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 def test_version_option_reads_a_retained_version_and_names_a_collected_one(spark, tmp_path):
     uri = str(tmp_path / "s")
-    kvs = kvio.KeyValueSystem()
+    kvs = kvio.KeyValueSystem(conf={"kvio.gc.grace": "0"})  # published milliseconds apart
     versions = []
     for i in range(3):  # retain 2: the first version is collected by the third publish
         with kvs.create_store(uri, mode="overwrite") as writer:
