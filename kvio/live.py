@@ -134,13 +134,12 @@ class LiveStore(Mapping):
     def _wait(self) -> float:
         return self._backoff or self.interval
 
-    def _changed(self) -> bool:
-        """Whether a newer commit record exists: one small metadata request, and every
-        ``_RECHECK_EVERY`` checks a read of the served version's own record."""
-        self._checks += 1
+    def _changed(self, recheck: bool) -> bool:
+        """Whether a newer commit record exists: one small metadata request, and with
+        ``recheck`` a read of the served version's own record."""
         if self._io.exists(layout.commit_name(self._seen + 1)):
             return True
-        if self._checks % _RECHECK_EVERY:
+        if not recheck:
             return False
         # A store deleted and created again restarts its sequence: our record is then gone
         # or names another version.
@@ -152,7 +151,8 @@ class LiveStore(Mapping):
 
     def refresh(self) -> bool:
         """Check for a new version now (the follower thread does this every interval) and
-        swap it in when it opens and verifies.
+        swap it in when it opens and verifies. Also notices a store that was deleted (and
+        maybe created again), which the follower checks every ``_RECHECK_EVERY`` intervals.
 
         Returns:
             True when a new version was swapped in.
@@ -160,10 +160,18 @@ class LiveStore(Mapping):
         Raises:
             ReaderClosedError: the live store was closed.
         """
+        return self._refresh(recheck=True)
+
+    def _tick(self) -> None:
+        """One check of the follower thread."""
+        self._checks += 1
+        self._refresh(recheck=self._checks % _RECHECK_EVERY == 0)
+
+    def _refresh(self, recheck: bool) -> bool:
         with self._refresh_lock:
             self._check_open()
             try:
-                if not self._changed():
+                if not self._changed(recheck):
                     self._backoff = 0.0
                     return False
                 newest = versions.commit_seqs(self._io)
@@ -428,7 +436,7 @@ def _follow(ref: weakref.ref[LiveStore], stop: threading.Event) -> None:
         if live is None:
             return
         try:
-            live.refresh()
+            live._tick()
         except ReaderClosedError:
             return
         except Exception:  # noqa: BLE001 - never let the follower die
