@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from collections.abc import Callable
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, KvioError
 from ..system import KeyValueSystem
-from .files import check_protocols
+from .files import _UsageError, check_protocols
 from .output import PROG
 
 DEFAULT_HOST = "127.0.0.1"
@@ -79,6 +80,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_address(host: str, port: int) -> None:
+    """Fail with ``kvio: error`` (not uvicorn's log line and exit) when the address cannot be
+    listened on; bound the way uvicorn binds (SO_REUSEADDR), then released."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise KvioError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace, kvs: KeyValueSystem) -> int:
     """Run the server until SIGTERM (exit 0) or Ctrl-C (exit 130), after draining requests."""
     from ..serve import require
@@ -87,6 +101,10 @@ def cmd_serve(args: argparse.Namespace, kvs: KeyValueSystem) -> int:
     from ..serve.server import Stopped, serve
     from ..serve.stores import StoreSet
 
+    names = [name for name, _ in args.stores]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise _UsageError(f"store name(s) given twice: {', '.join(repeated)}")
     for _, uri in args.stores:
         check_protocols(uri)
     options = ServeOptions(stores=tuple(args.stores), conf=dict(kvs.conf_overrides),
@@ -96,6 +114,7 @@ def cmd_serve(args: argparse.Namespace, kvs: KeyValueSystem) -> int:
     elif not _is_loopback(args.host):
         print(f"{PROG} serve: warning: listening on {args.host} without --token-file: anyone "
               "who can reach this address can read the stores", file=sys.stderr)
+    _check_address(args.host, args.port)
     stores = StoreSet.open(options)  # a store that cannot be opened fails here, cleanly
     for name, store in stores.stores.items():
         print(f"{PROG} serve: {name} = {store.uri} (version {store.version})", file=sys.stderr)
@@ -106,5 +125,8 @@ def cmd_serve(args: argparse.Namespace, kvs: KeyValueSystem) -> int:
               drain_timeout=args.drain_timeout, access_log=args.access_log, stores=stores)
     except Stopped:
         pass
+    except SystemExit as exc:  # uvicorn gave up starting (its own log line says why)
+        if exc.code:
+            raise KvioError("the server could not start (see the message above)") from None
     print(f"{PROG} serve: stopped", file=sys.stderr)
     return 0
