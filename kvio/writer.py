@@ -7,17 +7,18 @@ a new partition file past ``kvio.partition.size.max``, inside one committer task
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from operator import itemgetter
-from typing import Any, Iterable
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .byteslike import as_bytes as _as_bytes
 from .committer import Job, TaskAttempt
 from .config import Config
-from .byteslike import as_bytes as _as_bytes
 from .errors import ArgumentTypeError, KeyOrderError, PairTooLargeError, WriterClosedError
 from .format.partition_writer import PartitionWriter, key_hashes
 
@@ -75,7 +76,7 @@ class SortedPairWriter:
         self._values: list[bytes] = []
         self._buffered = 0
         self._part: PartitionWriter | None = None
-        self._part_file = None
+        self._part_file: IO[bytes] | None = None
         self._part_rel: str | None = None
         self._block_size = self.conf.block_size
         self._room = 0  # bytes put() may add before _make_room has anything to decide
@@ -86,8 +87,9 @@ class SortedPairWriter:
 
     # ---- partitions --------------------------------------------------------------------
     def _open_partition(self) -> PartitionWriter:
-        self._part_rel, self._part_file = self.attempt.new_partition_file()
-        self._part = PartitionWriter(self._part_file, codec=self.conf.compression,
+        rel, handle = self.attempt.new_partition_file()
+        self._part_rel, self._part_file = rel, handle
+        self._part = PartitionWriter(handle, codec=self.conf.compression,
                                      level=self.conf.compression_level,
                                      load_factor=self.conf.index_load_factor)
         return self._part
@@ -96,6 +98,8 @@ class SortedPairWriter:
         self._flush_block()
         if self._part is None:
             return
+        # _open_partition sets the file and its path together with the partition writer.
+        assert self._part_file is not None and self._part_rel is not None
         info = self._part.finish()
         self.attempt.io.sync_file(self._part_file)
         self._part_file.close()
@@ -171,6 +175,7 @@ class SortedPairWriter:
             return
         if self.closed:
             raise WriterClosedError("writer is closed", store=self.store)
+        chunks: Iterator[Sequence[Any]]
         if isinstance(pairs, (list, tuple)):
             chunks = (pairs[i:i + _CHUNK_PAIRS] for i in range(0, len(pairs), _CHUNK_PAIRS))
         else:
@@ -185,7 +190,7 @@ class SortedPairWriter:
             else:
                 self._put_sorted(keys, list(map(_second, chunk)))
 
-    def _checked_chunk(self, chunk: list) -> list[bytes] | None:
+    def _checked_chunk(self, chunk: Sequence[Any]) -> list[bytes] | None:
         """The chunk's keys if every pair is a 2-sequence of bytes and keys strictly increase
         (after the last key put); None sends the chunk down the one-by-one path."""
         try:
@@ -230,9 +235,9 @@ class SortedPairWriter:
         def key_at(i: int) -> bytes:
             return key_list[i] if key_list is not None else keys[i].as_py()
 
-        def write(start: int, end: int) -> None:
+        def write(part: PartitionWriter, start: int, end: int) -> None:
             k0, k1, v0, v1 = int(koffs[start]), int(koffs[end]), int(voffs[start]), int(voffs[end])
-            self._part.write_block(koffs[start:end + 1] - k0, kdata[k0:k1], voffs[start:end + 1] - v0,
+            part.write_block(koffs[start:end + 1] - k0, kdata[k0:k1], voffs[start:end + 1] - v0,
                                    vdata[v0:v1], hashes(start, end), key_at(start), key_at(end - 1))
 
         def rows(start: int, end: int):
@@ -263,12 +268,10 @@ class SortedPairWriter:
                 if start:
                     first_keys, _ = rows(start - 1, start)
                     self._last = first_keys[0]
-                for key, value in zip(*rows(start, end)):
+                for key, value in zip(*rows(start, end), strict=True):
                     put(key, value)
             else:
-                if self._part is None:
-                    self._open_partition()
-                write(start, end)
+                write(self._part or self._open_partition(), start, end)
                 self.count += end - start
                 self._update_room()
             start = end
@@ -421,7 +424,7 @@ class StoreWriter:
             self._writer.discard()
             self.job.abort()
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

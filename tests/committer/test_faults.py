@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kvio import IncompleteStoreError, NotAStoreError, StoreExistsError, StoreNotFoundError
-from kvio import layout, versions
+from kvio import IncompleteStoreError, NotAStoreError, StoreExistsError, StoreNotFoundError, layout, versions
 from kvio.fs import TMP_PREFIX, FileIO
 
 from . import faultlib

@@ -105,8 +105,8 @@ def test_pyarrow_hdfs_and_webhdfs_are_not_trusted():
 
 def test_why_pyarrow_move_cannot_be_a_commit_point(tmp_path):
     """Arrow's filesystems replace an existing target on move; kvio's publish never does."""
-    from pyarrow.fs import LocalFileSystem
     from fsspec.implementations.arrow import ArrowFSWrapper
+    from pyarrow.fs import LocalFileSystem
     arrow = ArrowFSWrapper(LocalFileSystem())
     assert detect_capability(arrow)[0] == kvfs.NONE
     (tmp_path / "winner").write_bytes(b"winner's commit")
