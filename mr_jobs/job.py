@@ -52,7 +52,7 @@ from mrjob.util import log_to_stream
 
 import kvio
 import mr_jobs
-from kvio import layout
+from kvio import layout, pins
 from kvio.committer import Job, JobContext, TaskAttempt
 from kvio.config import Config, parse_size
 from kvio.errors import ArgumentTypeError, CommitError, KeyOrderError, KvioError
@@ -105,6 +105,7 @@ class KVStoreJob(MRJob):
         self._kv_code_zip: str | None = None
         self._kv_router: Router | None = None
         self._kv_context: JobContext | None = None
+        self._kv_pins: list[pins.Pin] = []  # the input versions, pinned while the job runs
         super().__init__(args)
 
     # ---- what users override -------------------------------------------------------------
@@ -398,6 +399,9 @@ class KVStoreJob(MRJob):
         finally:
             self._kv_plan = self._kv_inputs = self._kv_code_zip = None
             self._kv_driving = False
+            for pin in self._kv_pins:
+                pin.release()
+            self._kv_pins = []
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _drive(self, kvs: KeyValueSystem, dest: str, inputs: list[str], store_input: bool,
@@ -408,7 +412,9 @@ class KVStoreJob(MRJob):
             raise KvioError("--output-partitions must be at least 1")
         splits: list[InputSplit] = []
         if store_input:
-            expanded = expand_stores(inputs, kvs, scratch, parse_size(opts.split_size), wanted)
+            expanded = expand_stores(inputs, kvs, scratch, parse_size(opts.split_size), wanted,
+                                     pin=True)
+            self._kv_pins = expanded.pins
             splits = expanded.splits
             candidates = expanded.candidate_keys
             wanted = wanted or max(1, expanded.partitions)

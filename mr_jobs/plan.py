@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from kvio import pins
 from kvio.errors import InvalidArgumentError, KvioError
 from kvio.plan import Split
 from kvio.reader import StoreReader
@@ -128,10 +129,12 @@ class ExpandedStores:
     candidate_keys: list[bytes] = field(default_factory=list)
     partitions: int = 0           # non-empty input partitions
     bytes: int = 0
+    pins: list[pins.Pin] = field(default_factory=list)  # with pin=True: release after the job
 
 
 def expand_stores(uris: Sequence[str], kvs: KeyValueSystem, split_dir: str,
-                  split_size: int, num_partitions_hint: int | None) -> ExpandedStores:
+                  split_size: int, num_partitions_hint: int | None,
+                  pin: bool = False) -> ExpandedStores:
     """Plan the current version of each store into split files written to ``split_dir``, and
     gather candidate keys for the output split points.
 
@@ -141,9 +144,11 @@ def expand_stores(uris: Sequence[str], kvs: KeyValueSystem, split_dir: str,
         split_dir: where split files are written (uploaded with the job by mrjob).
         split_size: target bytes per map task.
         num_partitions_hint: the number of output partitions wanted, if known.
+        pin: pin each planned version (renewed by this process) so that retention and gc
+            keep it while the job runs; the caller releases ``pins`` when the job ends.
 
     Returns:
-        The splits and candidate keys.
+        The splits and candidate keys (and the pins).
 
     Raises:
         KvioError: a store cannot be read, or an argument is wrong.
@@ -156,6 +161,10 @@ def expand_stores(uris: Sequence[str], kvs: KeyValueSystem, split_dir: str,
         for uri in uris:
             reader = kvs.open_store(uri)
             readers.append(reader)
+            if pin:  # taken while the reader's own pin still holds the version
+                held = pins.acquire(reader.io, reader.version, kvs.conf, purpose=pins.MRJOB)
+                if held is not None:
+                    out.pins.append(held)
             out.partitions += len(reader.manifest.live())
         wanted = num_partitions_hint or out.partitions
         # Block first keys are the candidates (blocks are about equal in bytes); a huge
@@ -177,6 +186,10 @@ def expand_stores(uris: Sequence[str], kvs: KeyValueSystem, split_dir: str,
             for reader in readers:
                 for batch in reader.batches():
                     out.candidate_keys.extend(batch.column(0).to_pylist())
+    except BaseException:
+        for held in out.pins:
+            held.release()
+        raise
     finally:
         for reader in readers:
             reader.close()

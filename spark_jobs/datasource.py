@@ -13,6 +13,7 @@ Read options:
                        bigger partitions are cut into block ranges, small ones packed together
   minSplits            cut splits smaller so there are at least this many (e.g. the core count)
   version              read a retained older version instead of the current one
+  kvio.pin.batch.ttl   how long gc keeps the version a query planned (default 24h, see below)
   batchSize            bytes per Arrow batch handed to Spark (default 4MB; 0: one per block)
   pushdown             true (default) | false: use pushed-down key filters (when Spark's
                        spark.sql.python.filterPushdown.enabled is on) to prune and filter
@@ -30,7 +31,10 @@ Write options:
   kvio.*, storage.<name>  as above
 
 Planning runs in short-lived Python workers on the driver; everything a task needs travels in
-the pickled reader, its input partitions, or the writer and its commit messages.
+the pickled reader, its input partitions, or the writer and its commit messages. Planning pins
+the version it plans (``_pins/<version>.spark.pin``, one file per version shared by all
+queries, extended by each plan) for ``kvio.pin.batch.ttl``, so retention and ``kvio gc`` keep
+it while the tasks read, even when new versions are published meanwhile.
 
 pyspark 4.3 caveat (filter pushdown on): Spark keeps the read plan made by the last query on a
 loaded DataFrame that pushed filters, and reuses it for later queries on that DataFrame that
@@ -68,7 +72,7 @@ from pyspark.sql.datasource import (
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import BinaryType, DataType, StringType, StructField, StructType
 
-from kvio import keyranges, versions
+from kvio import keyranges, pins, versions
 from kvio.committer import MODES, Job, JobContext
 from kvio.config import Config, parse_bool, parse_size
 from kvio.errors import InvalidArgumentError, KvioError
@@ -256,6 +260,9 @@ class KvStoreReader(DataSourceReader):
         kvs = KeyValueSystem(conf=self.conf, storage_options=self.storage_options)
         with kvs.open_store(self.uri, version=self.version) as store:
             splits = store.plan(self.ranges, self.split_bytes, self.min_splits)
+            # The query outlives this short-lived planning worker (and its reader's pin): pin
+            # the version for kvio.pin.batch.ttl so that gc keeps it while the tasks read.
+            pins.hold_batch(store.io, store.version, kvs.conf)
         return [KvStoreSplit(self.uri, store.version, self.conf, self.storage_options,
                              s.pieces, self.ranges) for s in splits]
 

@@ -256,3 +256,23 @@ def test_bad_driver_options_exit_1_with_one_line(hostile_store, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "split-size must be at least 1 byte" in proc.stderr
+
+
+def test_the_job_pins_its_input_version_while_it_runs(tmp_path, monkeypatch):
+    from kvio import pins
+    from kvio.fs import FileIO
+
+    from .jobs.republishing_mapper import INPUT_ENV, RepublishingMapper
+    pairs = hostile_pairs(1500, seed=3)
+    src = tmp_path / "src"
+    build_store(src, pairs, SMALL)
+    planned = KeyValueSystem().versions(str(src))[-1]["version"]
+    monkeypatch.setenv(INPUT_ENV, str(src))
+    RepublishingMapper.published = False
+    result = run_kv_job(RepublishingMapper, "inline", [src], tmp_path / "dst", "--split-size", "4KB")
+    assert RepublishingMapper.published and result["map_tasks"] > 3
+    assert store_items(tmp_path / "dst") == pairs  # later map tasks still read the planned version
+    assert store_items(src) == [(b"only", b"new2")]
+    assert pins.scan(FileIO(str(src))) == []       # released when the job ended
+    no_grace = KeyValueSystem(conf={"kvio.gc.grace": "0", "kvio.versions.retain": "1"})
+    assert no_grace.gc(str(src), older_than=0)["versions"] == [planned]
