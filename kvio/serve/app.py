@@ -183,12 +183,20 @@ class Api:
         self.stores, self.conf, self.metrics = stores, conf, metrics
         for store in stores.stores.values():
             self._note_version(store)
-            store.live.on_swap(lambda *_, store=store: self._note_version(store))
+            store.live.on_swap(self._swap_callback(store))
 
     def _note_version(self, store: ServedStore) -> None:
-        with store.snapshot() as reader:
-            self.metrics.store_version(store.name, reader.version, reader.commit.seq,
-                                       store.live.swaps)
+        live = store.live
+        self.metrics.store_version(store.name, live.version, live.commit.seq, live.swaps)
+
+    def _swap_callback(self, store: ServedStore) -> Callable[[str, str | None, BaseException | None], None]:
+        """What the live store calls (from its follower thread) after each attempt to swap."""
+        def swapped(old: str, new: str | None, error: BaseException | None) -> None:
+            if error is None:
+                self._note_version(store)
+            else:
+                self.metrics.swap_error(store.name)
+        return swapped
 
     # ---- service endpoints ----
     async def healthz(self, request: Request) -> Response:

@@ -1,11 +1,11 @@
 """The named stores a server answers from, and one snapshot per request.
 
-Every request reads one version: it takes a :meth:`ServedStore.snapshot` (the current reader)
-and uses only that reader until its answer is complete, streamed answers included.
-
-``_Static`` stands in for the live store of ``kvs.open_store(uri, follow=True)`` (issue 11,
-kvio/live.py) with the same interface (``snapshot()``, ``version``, ``last_error``, ``swaps``,
-``on_swap``, ``close``): it opens the current version once and never changes.
+Every store follows new publishes: it is a :class:`~kvio.live.LiveStore`
+(``kvs.open_store(uri, follow=True)``), which checks for a new version every
+``kvio.follow.interval`` and swaps it in atomically. Every request reads one version: it takes a
+:meth:`ServedStore.snapshot` (the current reader) and uses only that reader until its answer is
+complete, streamed answers included; a swap meanwhile leaves it on its version, which is closed
+when the last request on it ends.
 
 A :class:`~kvio.reader.StoreReader` is not thread-safe (its partition and block caches are
 plain dicts), so a worker process uses its readers from one thread at a time: stores on local
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from ..errors import KvioError
+from ..live import LiveStore
 from ..reader import StoreReader
 from ..system import KeyValueSystem
 from .errors import ApiError
@@ -30,33 +31,6 @@ from .options import ServeOptions
 
 T = TypeVar("T")
 _DONE = object()
-
-
-class _Static:
-    """One version of a store, opened once (the interface of a live store that never swaps)."""
-
-    def __init__(self, reader: StoreReader):
-        self._reader = reader
-        self.last_error: str | None = None
-        self.swaps = 0
-
-    @property
-    def version(self) -> str:
-        return self._reader.version
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[StoreReader]:
-        yield self._reader
-
-    def on_swap(self, callback: Callable[..., Any]) -> None:
-        """Never called: this store does not follow new versions."""
-
-    def close(self) -> None:
-        self._reader.close()
-
-
-def _open_followed(kvs: KeyValueSystem, uri: str) -> _Static:
-    return _Static(kvs.open_store(uri))
 
 
 class ServedStore:
@@ -73,7 +47,7 @@ class ServedStore:
 
     def __init__(self, name: str, uri: str, kvs: KeyValueSystem):
         self.name, self.uri, self._kvs = name, uri, kvs
-        self.live = _open_followed(kvs, uri)
+        self.live: LiveStore = kvs.open_store(uri, follow=True)
         with self.live.snapshot() as reader:
             self.inline = reader.io.is_local
         self._lock = threading.Lock()
@@ -155,13 +129,15 @@ class ServedStore:
 
     async def describe(self) -> dict[str, Any]:
         """What ``GET /v1/stores/{name}`` answers."""
+        error = self.live.last_error
         with self.snapshot() as reader:
             manifest = reader.manifest
             return {"name": self.name, "uri": self.uri, "version": reader.version,
                     "commit_seq": reader.commit.seq, "pairs": await self.pair_count(reader),
                     "partitions": len(manifest.partitions), "bytes": manifest.size,
-                    "disjoint": manifest.disjoint, "follow": not isinstance(self.live, _Static),
-                    "swaps": self.live.swaps, "last_error": self.live.last_error}
+                    "disjoint": manifest.disjoint, "follow_interval": self.live.interval,
+                    "swaps": self.live.swaps, "swap_errors": self.live.swap_errors,
+                    "last_error": None if error is None else str(error)}
 
     def close(self) -> None:
         self.live.close()
