@@ -208,3 +208,39 @@ def test_two_servers_on_one_store_agree(tmp_path, small):
     finally:
         for s in servers:
             assert s.stop() == 0
+
+
+# ---- a damaged store ----------------------------------------------------------------------------
+def test_a_damaged_block_is_a_500_and_breaks_a_scan_off(spawn, tmp_path):
+    """Not the client's fault: a JSON 500 naming the file; a scan that meets the block after
+    its first lines ends with an error line and no final chunk, so it cannot pass for complete."""
+    uri, n = str(tmp_path / "d.kv"), 20_000
+    with kvio.KeyValueSystem().create_store(uri) as w:
+        w.put_many((b"key%08d" % i, b"value-%d" % i) for i in range(n))
+    (path,) = glob.glob(os.path.join(uri, "**", "*.kvp"), recursive=True)
+    server = spawn([f"d={uri}"])
+    with open(path, "r+b") as f:  # a byte in a data block about 40% into the file
+        f.seek(os.path.getsize(path) * 2 // 5)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x20]))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("GET", "/v1/stores/d/scan")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead) as broken:
+        resp.read()
+    lines = broken.value.partial.splitlines()
+    assert 0 < len(lines) < n
+    error = json.loads(lines[-1])["error"]
+    assert error["status"] == 500 and error["code"] == "corrupt_store" and path in error["message"]
+    conn.close()
+    statuses = set()
+    for start in range(0, n, 5000):  # batch gets over every key: one meets the block
+        answer = server.post_json("/v1/stores/d/get",
+                                  {"keys": [f"key{i:08d}" for i in range(start, start + 5000)]})
+        statuses.add(answer.status)
+        if answer.status == 500:
+            assert answer.json()["error"]["code"] == "corrupt_store"
+    assert statuses == {200, 500}
+    assert server.get("/healthz").status == 200  # the server itself is fine
