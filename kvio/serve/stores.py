@@ -47,9 +47,14 @@ class ServedStore:
 
     def __init__(self, name: str, uri: str, kvs: KeyValueSystem):
         self.name, self.uri, self._kvs = name, uri, kvs
-        self.live: LiveStore = kvs.open_store(uri, follow=True)
-        with self.live.snapshot() as reader:
-            self.inline = reader.io.is_local
+        live = kvs.open_store(uri, follow=True)
+        try:
+            with live.snapshot() as reader:
+                self.inline = reader.io.is_local
+        except BaseException:
+            live.close()
+            raise
+        self.live: LiveStore = live
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._counting: dict[str, anyio.Event] = {}
