@@ -24,18 +24,27 @@ higher priority: on a duplicate key the appended value wins).
 """
 from __future__ import annotations
 
+import functools
 import io as _io
 import logging
 import posixpath
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from . import layout, versions
 from .config import Config
-from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, InvalidArgumentError,
-                     KvioError, StoreExistsError, StoreNotFoundError)
+from .errors import (
+    CommitError,
+    ConcurrentCommitError,
+    CorruptStoreError,
+    InvalidArgumentError,
+    KvioError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from .format.commit_record import CommitRecord
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import PartitionReader
@@ -68,7 +77,7 @@ class JobContext:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "JobContext":
+    def from_json(cls, doc: dict[str, Any]) -> JobContext:
         return cls(**doc)
 
     def file_io(self) -> FileIO:
@@ -203,7 +212,7 @@ class Job:
 
     @classmethod
     def setup(cls, uri: str, mode: str = "error", conf: dict[str, Any] | None = None,
-              storage_options: dict[str, Any] | None = None, *, repair: bool = False) -> "Job":
+              storage_options: dict[str, Any] | None = None, *, repair: bool = False) -> Job:
         """Start a write job: check the mode against the store, create the staging directory.
 
         Args:
@@ -269,7 +278,7 @@ class Job:
         except FileNotFoundError:
             raise CommitError(f"partition file listed by {who} is missing", store=uri,
                               file=self.io.path(rel)) from None
-        source = RangeSource(lambda o, n, rel=rel: self.io.read_range(rel, o, n), size, self.io.path(rel))
+        source = RangeSource(functools.partial(self.io.read_range, rel), size, self.io.path(rel))
         try:
             reader = PartitionReader(source, store=uri, expected=entry.to_json())
         except (CorruptStoreError, FileNotFoundError) as exc:
@@ -289,11 +298,13 @@ class Job:
         if missing:
             raise CommitError(f"task(s) {missing} sent no commit message (failed tasks); "
                               "refusing to publish a partial store", store=uri)
-        seen: dict[int, str] = {}
+        seen: dict[int, Any] = {}  # task id -> attempt id
+        tasks: list[dict[str, Any]] = []
         for m in messages:
             if not isinstance(m, dict) or not isinstance(m.get("task_id"), int) \
                     or not isinstance(m.get("partitions"), list):
                 raise CommitError(f"not a kvio task commit message: {str(m)[:200]}", store=uri)
+            tasks.append(m)
             if m["task_id"] in seen:
                 raise CommitError(f"task {m['task_id']} has two commit messages (attempts "
                                   f"{seen[m['task_id']]} and {m.get('attempt')}); exactly one is "
@@ -307,12 +318,12 @@ class Job:
                               f"missing {absent[:10]}, unexpected {extra[:10]}", store=uri)
         partitions: list[PartitionEntry] = []
         paths: set[str] = set()
-        for m in sorted(messages, key=lambda m: m["task_id"]):
+        for m in sorted(tasks, key=lambda m: m["task_id"]):
             who = f"task {m['task_id']} (attempt {m.get('attempt')})"
             for p in m["partitions"]:
                 path = p.get("path") if isinstance(p, dict) else None
-                head, _, tail = (path or "").partition("/")
-                if not head or not tail or "/" in tail or ".." in (head, tail) \
+                head, _, tail = path.partition("/") if isinstance(path, str) else ("", "", "")
+                if not isinstance(path, str) or not head or not tail or "/" in tail or ".." in (head, tail) \
                         or head.startswith(layout.CARRIED) \
                         or (m.get("dir") is not None and head != m["dir"]) or path in paths:
                     raise CommitError(f"{who} lists a partition path {path!r} outside its own "
@@ -352,8 +363,7 @@ class Job:
             entries.append(entry.with_path(rel_in_job))
         return entries
 
-    def _carry_base(self) -> list[PartitionEntry]:
-        base = self.ctx.base_version
+    def _carry_base(self, base: str) -> list[PartitionEntry]:
         try:
             manifest = versions.load_manifest(self.io, base)
         except CorruptStoreError:
@@ -400,7 +410,7 @@ class Job:
             partitions = self._validate(messages, num_tasks)
             carried = list(extra_partitions)
             if ctx.mode == "append" and ctx.base_version is not None:
-                carried = self._carry_base() + carried
+                carried = self._carry_base(ctx.base_version) + carried
             for i, p in enumerate(carried):
                 self._check_file(p.path, p, f"carried partition {i}")
         except ConcurrentCommitError:

@@ -29,7 +29,8 @@ import shutil
 import sys
 import threading
 import uuid
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -132,7 +133,7 @@ class FileIO:
     as a glob pattern (object stores, memory)."""
 
     @classmethod
-    def for_conf(cls, uri: str, conf: Config, storage_options: dict | None = None) -> "FileIO":
+    def for_conf(cls, uri: str, conf: Config, storage_options: dict | None = None) -> FileIO:
         """The I/O of ``uri`` with the settings that concern it resolved from ``conf``
         (``kvio.commit.allow.non.atomic``, ``kvio.fs.connect.timeout``).
 
@@ -198,7 +199,7 @@ class FileIO:
         """The OS path of a relative path (local filesystem only)."""
         return self.path(rel)
 
-    def same_root(self, other: "FileIO") -> bool:
+    def same_root(self, other: FileIO) -> bool:
         """Whether two FileIOs address the same directory, however their URIs were spelled.
 
         Args:
@@ -525,7 +526,7 @@ class FileIO:
                 raise FileExistsError(errno.EEXIST, "target exists", dst)
             self.fs.mv(src, dst, recursive=True)
 
-    def copy_from(self, src_io: "FileIO", src_rel: str, dst_rel: str) -> None:
+    def copy_from(self, src_io: FileIO, src_rel: str, dst_rel: str) -> None:
         """Put an immutable file of another (or this) store at dst_rel, a new name: a hard link
         on one local disk, otherwise a streamed copy."""
         self.makedirs(posixpath.dirname(dst_rel))

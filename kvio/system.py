@@ -8,8 +8,13 @@ from typing import Any, Literal, overload
 from . import committer, layout, pins, repair, versions
 from .committer import Job
 from .config import Config
-from .errors import (IncompleteStoreError, InvalidArgumentError, KvioError, StoreExistsError,
-                     StoreNotFoundError)
+from .errors import (
+    IncompleteStoreError,
+    InvalidArgumentError,
+    KvioError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from .format.commit_record import CommitRecord
 from .fs import FileIO
 from .live import LiveStore

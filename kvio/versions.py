@@ -26,9 +26,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import layout, pins
-from .errors import (CommitError, ConcurrentCommitError, CorruptStoreError, IncompleteStoreError,
-                     KvioError, NotAStoreError, StoreNotFoundError, UnsupportedFormatError,
-                     VersionNotRetainedError)
+from .errors import (
+    CommitError,
+    ConcurrentCommitError,
+    CorruptStoreError,
+    IncompleteStoreError,
+    KvioError,
+    NotAStoreError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+    VersionNotRetainedError,
+)
 from .format import marker
 from .format.commit_record import CommitRecord
 from .format.manifest import Manifest

@@ -9,9 +9,17 @@ import time
 
 import pytest
 
-from kvio import (CommitError, ConcurrentCommitError, IncompleteStoreError, KeyValueSystem,
-                  KvioError, StoreExistsError, StoreNotFoundError)
-from kvio import layout, versions
+from kvio import (
+    CommitError,
+    ConcurrentCommitError,
+    IncompleteStoreError,
+    KeyValueSystem,
+    KvioError,
+    StoreExistsError,
+    StoreNotFoundError,
+    layout,
+    versions,
+)
 from kvio.committer import Job, JobContext, TaskAttempt
 from kvio.fs import FileIO
 from kvio.writer import SortedPairWriter
@@ -124,7 +132,8 @@ def test_late_zombie_attempt_writes_are_never_published(uri):
 
 
 @pytest.mark.parametrize("problem", ["none-message", "missing-task", "two-messages", "extra-task",
-                                     "size", "checksum", "count", "path", "missing-file"])
+                                     "size", "checksum", "count", "path", "path-not-text",
+                                     "missing-file"])
 def test_commit_refuses_bad_messages_and_publishes_nothing(uri, problem):
     job = Job.setup(uri, conf=SMALL)
     m0 = run_task(job, 0, pairs(range(0, 100), b"v"))
@@ -148,6 +157,8 @@ def test_commit_refuses_bad_messages_and_publishes_nothing(uri, problem):
         part["count"] -= 1
     elif problem == "path":
         part["path"] = m0["partitions"][0]["path"]
+    elif problem == "path-not-text":
+        part["path"] = 5
     elif problem == "missing-file":
         os.unlink(os.path.join(uri, layout.staging_dir(job.ctx.job_id), part["path"]))
     with pytest.raises(CommitError) as info:
