@@ -100,7 +100,8 @@ class LiveStore(Mapping):
         #: new versions that could not be swapped in
         self.swap_errors = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=_follow, args=(weakref.ref(self), self._stop),
+        self._thread = threading.Thread(target=_follow,
+                                        args=(weakref.ref(self), self._stop, self.interval),
                                         name=f"kvio-follow {uri}", daemon=True)
         self._thread.start()
 
@@ -427,10 +428,9 @@ class LiveStore(Mapping):
         return f"<LiveStore {self.uri} version={self.version} swaps={self.swaps}{state}>"
 
 
-def _follow(ref: weakref.ref[LiveStore], stop: threading.Event) -> None:
+def _follow(ref: weakref.ref[LiveStore], stop: threading.Event, wait: float) -> None:
     """The follower thread. It holds the live store weakly, so a store that is dropped without
     being closed stops being followed."""
-    wait = 0.0
     while not stop.wait(wait):
         live = ref()
         if live is None:
