@@ -10,7 +10,8 @@ silent success. They are a few hundred bytes each.
 Every commit names a version directory that no earlier commit named (rollback publishes a new
 version made of links to the old files), so once a version falls out of the newest
 ``kvio.versions.retain`` it is never referenced again and garbage collection can delete it
-without racing a publish.
+without racing a publish — once no reader pins it and it was superseded longer than
+``kvio.gc.grace`` ago (:mod:`kvio.pins`).
 
 A damaged record is never rewritten or removed either. When the newest one is damaged, which
 version is current is unknown: readers, writers and gc stop with an error that says the way out
