@@ -5,7 +5,7 @@ import posixpath
 import time
 from typing import Any, Literal, overload
 
-from . import committer, layout, pins, repair, versions
+from . import layout, pins, repair, rollback, versions
 from .committer import Job
 from .config import Config
 from .errors import (
@@ -274,12 +274,12 @@ class KeyValueSystem:
 
     def rollback(self, uri: str, version: str | None = None) -> dict[str, Any]:
         """Publish the contents of an older retained version as a new current version (default:
-        the one before current); see :func:`kvio.committer.rollback`.
+        the one before current); see :func:`kvio.rollback.rollback`.
 
         Returns:
             The new commit record as a JSON object; ``source`` names the version restored.
         """
-        return committer.rollback(uri, version, conf=self.conf_overrides,
+        return rollback.rollback(uri, version, conf=self.conf_overrides,
                                   storage_options=self.storage_options)
 
     def repair(self, uri: str, version: str | None = None) -> dict[str, Any]:
