@@ -124,6 +124,7 @@ class Config:
         self.gc_grace = typed("kvio.gc.grace", parse_duration)
         self.serve_batch_max_keys = typed("kvio.serve.batch.max.keys", int)
         self.serve_body_max = typed("kvio.serve.body.max", parse_size)
+        self.serve_read_through_ttl = typed("kvio.serve.read.through.ttl", parse_duration)
         if self.compression not in ("none", "zstd", "lz4"):
             raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
         if not 0.1 <= self.index_load_factor <= 0.95:
@@ -147,6 +148,8 @@ class Config:
             raise ConfigError("kvio.pin.ttl and kvio.pin.batch.ttl must be more than 0s")
         if self.serve_batch_max_keys < 1 or self.serve_body_max < 1:
             raise ConfigError("kvio.serve.batch.max.keys and kvio.serve.body.max must be at least 1")
+        if self.serve_read_through_ttl < 0:
+            raise ConfigError("kvio.serve.read.through.ttl must be 0s or more")
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
         if not overrides:

@@ -29,6 +29,14 @@ def _store_spec(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc).split(" | ")[0]) from None
 
 
+def _read_through_spec(text: str) -> tuple[str, str]:
+    from ..serve.read_through import parse_read_through_spec  # stdlib and kvio only until used
+    try:
+        return parse_read_through_spec(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(" | ")[0]) from None
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}")
@@ -69,6 +77,10 @@ def add_serve_command(command: Callable[[str, Callable, str], argparse.ArgumentP
     p.add_argument("--drain-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="on SIGTERM or Ctrl-C, wait this long for requests in flight (default 30)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--read-through", action="append", type=_read_through_spec, default=[],
+                   metavar="NAME=MODULE:FUNCTION",
+                   help="ask loader(name, key) -> bytes | None for keys store NAME does not hold; "
+                   "answers kept for kvio.serve.read.through.ttl (repeatable)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -107,8 +119,14 @@ def cmd_serve(args: argparse.Namespace, kvs: KeyValueSystem) -> int:
         raise _UsageError(f"store name(s) given twice: {', '.join(repeated)}")
     for _, uri in args.stores:
         check_protocols(uri)
-    options = ServeOptions(stores=tuple(args.stores), conf=dict(kvs.conf_overrides),
-                           token_file=args.token_file)
+    try:
+        options = ServeOptions(stores=tuple(args.stores), conf=dict(kvs.conf_overrides),
+                               token_file=args.token_file, read_through=tuple(args.read_through))
+    except InvalidArgumentError as exc:
+        raise _UsageError(str(exc).split(" | ")[0]) from None
+    from ..serve.read_through import load_loader
+    for _, spec in options.read_through:
+        load_loader(spec)  # refuse a loader that cannot be imported before listening
     if args.token_file:
         read_token(args.token_file)  # refuse an unusable token file before opening anything
     elif not _is_loopback(args.host):

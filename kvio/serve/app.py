@@ -13,6 +13,7 @@ reads one version (see :mod:`.stores`).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -47,10 +48,13 @@ from .errors import (
 )
 from .metrics import UNMATCHED, Metrics
 from .options import ServeOptions, read_token
+from .read_through import ReadThrough, load_loader
 from .stores import ServedStore, StoreSet
 
 log = logging.getLogger("kvio.serve")
 VERSION_HEADER = "Kvio-Version"
+#: on a value that came from a read-through loader, not from the store
+SOURCE_HEADER = "Kvio-Source"
 #: paths answered without the bearer token (probes of load balancers and orchestrators)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _SCAN_PARAMETERS = ("start", "stop", "prefix", "limit", "encoding")
@@ -177,10 +181,13 @@ class Api:
         stores: the stores served.
         conf: settings (``kvio.serve.batch.max.keys``, ``kvio.serve.body.max``).
         metrics: where requests and keys are counted.
+        read_through: the read-through loaders by store name.
     """
 
-    def __init__(self, stores: StoreSet, conf: Config, metrics: Metrics):
+    def __init__(self, stores: StoreSet, conf: Config, metrics: Metrics,
+                 read_through: dict[str, ReadThrough] | None = None):
         self.stores, self.conf, self.metrics = stores, conf, metrics
+        self.read_through = read_through or {}
         for store in stores.stores.values():
             self._note_version(store)
             store.live.on_swap(self._swap_callback(store))
@@ -227,6 +234,10 @@ class Api:
             request.path_params["key"].encode("utf-8")
         version, value = await store.call(lambda reader: reader.get(key))
         headers = {VERSION_HEADER: version}
+        loader = self.read_through.get(store.name)
+        if value is None and loader is not None:
+            value = await loader.get(key)
+            headers[SOURCE_HEADER] = "read-through"
         if value is None:
             self.metrics.keys_served(store.name, 0, 1)
             raise ApiError(404, "key_not_found", f"key {codec.show(key)!r} is not in store "
@@ -254,6 +265,9 @@ class Api:
             raise ApiError(413, "too_many_keys", f"{len(keys)} keys in one batch, the limit is "
                            f"{limit} (kvio.serve.batch.max.keys); split the batch", limit=limit)
         version, values = await store.call(lambda reader: reader.get_many(keys))
+        loader = self.read_through.get(store.name)
+        if loader is not None:
+            await self._load_missing(loader, keys, values)
         found = len(values) - values.count(None)
         self.metrics.keys_served(store.name, found, len(values) - found)
         headers = {VERSION_HEADER: version}
@@ -263,6 +277,16 @@ class Api:
             return JSONResponse({"version": version, "values": encoded}, headers=headers)
         table = pa.table({"key": column, "value": pa.array(values, type=pa.large_binary())})
         return Response(codec.arrow_table_bytes(table), media_type=ARROW_STREAM, headers=headers)
+
+    @staticmethod
+    async def _load_missing(loader: ReadThrough, keys: list[bytes],
+                            values: list[bytes | None]) -> None:
+        """Fill the keys the store does not hold from the read-through loader (concurrently;
+        one failure fails the batch with its 503)."""
+        missing = [i for i, v in enumerate(values) if v is None]
+        loaded = await asyncio.gather(*(loader.get(keys[i]) for i in missing))
+        for i, value in zip(missing, loaded, strict=True):
+            values[i] = value
 
     @staticmethod
     def _json_keys(body: bytes) -> tuple[list[bytes], str]:
@@ -335,7 +359,8 @@ class Api:
 
 
 def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
-               token: bytes | None = None) -> Starlette:
+               token: bytes | None = None,
+               read_through: dict[str, ReadThrough] | None = None) -> Starlette:
     """The ASGI app over opened stores; it closes them when it shuts down.
 
     Args:
@@ -343,11 +368,12 @@ def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
         conf: settings.
         metrics: the metrics to count into.
         token: the bearer token every request but the probes must carry; None for none.
+        read_through: the read-through loaders by store name.
 
     Returns:
         The app.
     """
-    api = Api(stores, conf, metrics)
+    api = Api(stores, conf, metrics, read_through)
     prefix = "/v1/stores"
     routes = [
         Route("/healthz", api.healthz),
@@ -389,7 +415,9 @@ def build_app(options: ServeOptions, stores: StoreSet | None = None) -> Starlett
         raise KvioError("PROMETHEUS_MULTIPROC_DIR must name the metrics directory of the workers "
                         f"({options.multiprocess_dir}) before the worker starts")
     metrics = Metrics(options.multiprocess_dir)
-    return create_app(stores or StoreSet.open(options), conf, metrics, token)
+    read_through = {name: ReadThrough(name, load_loader(spec), conf.serve_read_through_ttl)
+                    for name, spec in options.read_through}
+    return create_app(stores or StoreSet.open(options), conf, metrics, token, read_through)
 
 
 def app_from_environment() -> Starlette:

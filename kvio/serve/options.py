@@ -52,12 +52,15 @@ class ServeOptions:
         token_file: the file holding the bearer token; None for no authentication.
         multiprocess_dir: Prometheus' multiprocess directory when several workers share the
             metrics; None for per-process metrics.
+        read_through: ``(name, "module:function")`` pairs: the loader asked for keys a store
+            does not hold (``--read-through``).
     """
 
     stores: tuple[tuple[str, str], ...]
     conf: dict[str, str] = field(default_factory=dict)
     token_file: str | None = None
     multiprocess_dir: str | None = None
+    read_through: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         names = [name for name, _ in self.stores]
@@ -66,12 +69,21 @@ class ServeOptions:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise InvalidArgumentError(f"store name(s) given twice: {', '.join(repeated)}")
+        loaded = [name for name, _ in self.read_through]
+        unknown = sorted({n for n in loaded if n not in names})
+        if unknown:
+            raise InvalidArgumentError(f"--read-through for store(s) not served: "
+                                       f"{', '.join(unknown)} (served: {', '.join(names)})")
+        repeated = sorted({n for n in loaded if loaded.count(n) > 1})
+        if repeated:
+            raise InvalidArgumentError(f"two read-through loaders for {', '.join(repeated)}")
 
     def to_env(self) -> str:
         """The options as the JSON text of :data:`ENV`."""
         return json.dumps({"stores": [list(s) for s in self.stores], "conf": self.conf,
                            "token_file": self.token_file,
-                           "multiprocess_dir": self.multiprocess_dir})
+                           "multiprocess_dir": self.multiprocess_dir,
+                           "read_through": [list(r) for r in self.read_through]})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeOptions:
@@ -93,7 +105,9 @@ class ServeOptions:
             data: dict[str, Any] = json.loads(text)
             return cls(stores=tuple((str(n), str(u)) for n, u in data["stores"]),
                        conf={str(k): str(v) for k, v in data["conf"].items()},
-                       token_file=data["token_file"], multiprocess_dir=data["multiprocess_dir"])
+                       token_file=data["token_file"], multiprocess_dir=data["multiprocess_dir"],
+                       read_through=tuple((str(n), str(s))
+                                          for n, s in data.get("read_through", [])))
         except (ValueError, KeyError, TypeError) as exc:
             raise KvioError(f"{ENV} is not valid: {exc}") from None
 
