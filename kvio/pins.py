@@ -117,13 +117,15 @@ class Pin:
     def release(self) -> None:
         """Remove the pin file (idempotent). A forked child that inherited the pin never
         removes it: the pin belongs to the process that created it."""
+        if os.getpid() != self._pid:
+            # Before taking the lock: the parent's renewer may have held it at the fork.
+            self.released = True
+            return
         with self._lock:
             if self.released:
                 return
             self.released = True
         _RENEWER.remove(self)
-        if os.getpid() != self._pid:
-            return
         try:
             self.io.delete_file(self.rel)
             if self.io.is_local:  # rmdir is atomic there: a pin written meanwhile stays
@@ -339,7 +341,15 @@ class _Renewer:
 
 
 _RENEWER = _Renewer()
-os.register_at_fork(after_in_child=_RENEWER._reset)
+
+
+def _after_fork_in_child() -> None:
+    global _WARNED_LOCK
+    _RENEWER._reset()
+    _WARNED_LOCK = threading.Lock()  # it may have been held at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def held() -> list[Pin]:
