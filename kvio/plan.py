@@ -206,6 +206,8 @@ class ReadPlanner:
         pieces: list[Piece] = []
         for g in groups:
             if len(g.entries) == 1:
+                if g.entries[0].tombstones:
+                    continue  # tombstones that hide nothing: the range reads as empty
                 pieces.extend(_cut_partition(g.entries[0], ranges, split_bytes, open_entry))
             else:
                 pieces.extend(p for p in _cut_overlapping(g, split_bytes, open_entry)
@@ -287,6 +289,8 @@ def read_piece(open_entry: OpenEntry, piece: Piece,
     high = max(e.key_range()[1] for e in piece.entries)
     wanted = keyranges.clip(ranges, low, high, piece.start, piece.stop)
     if len(piece.entries) == 1:
+        if piece.entries[0].tombstones:
+            return
         reader = open_entry(piece.entries[0])
         for start, stop in wanted:
             yield from reader.iter_batches(start, stop, blocks=piece.blocks)
@@ -294,7 +298,7 @@ def read_piece(open_entry: OpenEntry, piece: Piece,
     for start, stop in wanted:
         runs = [list(open_entry(e).iter_batches(start, stop)) if e.overlaps(start, stop) else []
                 for e in piece.entries]
-        yield from merge_by_priority(runs)
+        yield from merge_by_priority(runs, [e.tombstones for e in piece.entries])
 
 
 def read_split(open_entry: OpenEntry, split: Split,
@@ -330,12 +334,15 @@ def read_version_split(io: FileIO, version: str, split: Split, conf: Config,
         cache.close()
 
 
-def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]]) -> Iterator[pa.RecordBatch]:
+def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]],
+                      tombstones: Sequence[bool] | None = None) -> Iterator[pa.RecordBatch]:
     """Sorted runs (lowest priority first) merged into one sorted run holding each key once,
-    with the value from the highest-priority run that has it.
+    with the value from the highest-priority run that has it. A key whose highest-priority
+    row is in a tombstone run is dropped (deleted).
 
     Args:
         runs: each a key-sorted list of :data:`SCHEMA` batches without duplicate keys.
+        tombstones: for each run, whether it is a tombstone run (default: none is).
 
     Yields:
         Record batches of the merged run.
@@ -346,10 +353,12 @@ def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]]) -> Iterator[pa.R
             t = pa.Table.from_batches(batches, SCHEMA)
             if t.num_rows:
                 tables.append(t.append_column("prio", pa.array(np.full(t.num_rows, prio, np.int32))))
+    deleting = [p for p, t in enumerate(tombstones or ()) if t]
     if not tables:
         return
     if len(tables) == 1:
-        yield from tables[0].drop_columns(["prio"]).combine_chunks().to_batches()
+        if tables[0].column("prio")[0].as_py() not in deleting:
+            yield from tables[0].drop_columns(["prio"]).combine_chunks().to_batches()
         return
     table = pa.concat_tables(tables).combine_chunks()
     table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending"), ("prio", "descending")]))
@@ -357,4 +366,7 @@ def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]]) -> Iterator[pa.R
     if len(keys) > 1:
         changed = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
         table = table.filter(pa.concat_arrays([pa.array([True]), changed]))
+    if deleting:
+        table = table.filter(pc.invert(pc.is_in(table.column("prio"),
+                                                pa.array(deleting, pa.int32()))))
     yield from table.drop_columns(["prio"]).combine_chunks().to_batches()

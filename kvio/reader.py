@@ -25,7 +25,7 @@ from .errors import CorruptStoreError, ReaderClosedError
 from .format import marker
 from .format.commit_record import CommitRecord
 from .format.manifest import Manifest, PartitionEntry
-from .format.partition_reader import SCHEMA, PartitionReader
+from .format.partition_reader import SCHEMA, TOMBSTONE, PartitionReader
 from .fs import FileIO
 from .keyranges import Range, prefix_successor
 from .pins import Pin
@@ -165,7 +165,7 @@ class StoreReader(Mapping):
         j = self._slot.get(entry.path)
         if j is not None:
             self._gets[j] = reader.get
-            if len(self._order) == 1:
+            if len(self._order) == 1 and not reader.tombstones:
                 # One live partition: its own lookup is the store's (one call per get; the
                 # partition's index answers out-of-range keys as misses).
                 self.__dict__["get"] = reader.get  # (shadows the method below)
@@ -206,7 +206,8 @@ class StoreReader(Mapping):
             if self._mins[j] <= key <= self._maxs[j]:
                 value = (get or self._open_get(j))(key, _MISSING)
                 if value is not _MISSING:
-                    return value
+                    # A tombstone hides the key from every lower-priority partition.
+                    return default if value is TOMBSTONE else value
         self._check_open()
         return default
 
@@ -225,7 +226,9 @@ class StoreReader(Mapping):
         if not order:
             return [default] * len(keys)
         if len(order) == 1:
-            return self._partition(order[0]).get_many(keys, default)
+            only = self._partition(order[0])
+            values = only.get_many(keys, default)
+            return [default if v is TOMBSTONE else v for v in values] if only.tombstones else values
         out = [default] * len(keys)
         if self._disjoint:
             where = np.fromiter(map(bisect_right, repeat(self._mins), keys), dtype=np.int64,
@@ -250,7 +253,7 @@ class StoreReader(Mapping):
             found = set()
             for p, v in zip(ask, values, strict=True):
                 if v is not _MISSING:
-                    out[p] = v
+                    out[p] = default if v is TOMBSTONE else v
                     found.add(p)
             pending = [p for p in pending if p not in found]
         return out

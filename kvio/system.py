@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import Callable
 from typing import Any, Literal, overload
 
 from . import layout, pins, repair, rollback, versions
 from .committer import Job
+from .compact import compact_store
 from .config import Config
 from .errors import (
     IncompleteStoreError,
@@ -19,6 +21,7 @@ from .format.commit_record import CommitRecord
 from .fs import FileIO
 from .live import LiveStore
 from .reader import StoreReader
+from .update import StoreUpdate
 from .writer import StoreWriter
 
 
@@ -185,6 +188,41 @@ class KeyValueSystem:
         else:
             dst_io.require_atomic()
             src_io.fs.mv(src_io.root, dst_io.root, recursive=True)
+
+    def update_store(self, uri: str, retries: int = 5) -> StoreUpdate:
+        """SET and DEL on a store: ``with kvs.update_store(uri) as u: u.set(k, v);
+        u.delete(k)``, keys in any order, the last operation on a key wins. Leaving the block
+        publishes one new version (the current partitions plus a delta with the new values
+        and tombstones); an exception publishes nothing (docs/COMMIT.md, "Updates").
+
+        Args:
+            uri: the store (created when absent).
+            retries: how often an update that lost a race re-applies itself on the newer
+                version before it raises ConcurrentCommitError.
+
+        Returns:
+            The update, a context manager.
+        """
+        return StoreUpdate(uri, conf=self.conf_overrides, storage_options=self.storage_options,
+                           retries=retries)
+
+    def compact(self, uri: str, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+        """Rewrite the current version's layers (deltas, tombstones) into disjoint partitions
+        without tombstones and publish them as a new version.
+
+        Args:
+            uri: the store.
+            progress: called with the number of pairs written after each batch.
+
+        Returns:
+            The commit record of the new version.
+
+        Raises:
+            StoreNotFoundError: no store at ``uri``.
+            ConcurrentCommitError: another publish landed meanwhile; nothing was published.
+        """
+        return compact_store(uri, lambda version: self.open_store(uri, version), self.conf_overrides,
+                             self.storage_options, progress)
 
     def merge_store(self, src: str, dst: str) -> dict:
         """Publish a new version of ``dst`` holding its partitions plus ``src``'s. On duplicate

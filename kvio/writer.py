@@ -67,8 +67,11 @@ def _column_buffers(col: pa.Array) -> tuple[np.ndarray, pa.Buffer | bytes]:
 
 
 class SortedPairWriter:
-    def __init__(self, attempt: TaskAttempt, conf: Config | None = None):
+    def __init__(self, attempt: TaskAttempt, conf: Config | None = None, *,
+                 tombstones: bool = False):
         self.attempt = attempt
+        #: writes tombstone files (docs/FORMAT.md §3.8): every key put is deleted, values empty
+        self.tombstones = tombstones
         self.conf = conf or attempt.conf
         self.store = attempt.ctx.uri
         self._last: bytes | None = None
@@ -91,7 +94,8 @@ class SortedPairWriter:
         self._part_rel, self._part_file = rel, handle
         self._part = PartitionWriter(handle, codec=self.conf.compression,
                                      level=self.conf.compression_level,
-                                     load_factor=self.conf.index_load_factor)
+                                     load_factor=self.conf.index_load_factor,
+                                     tombstones=self.tombstones)
         return self._part
 
     def _finish_partition(self) -> None:

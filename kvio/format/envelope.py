@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ..errors import CorruptStoreError, UnsupportedFormatError
-from .spec import FORMAT_VERSION, SUPPORTED_VERSIONS, checksum
+from .spec import DOCUMENT_VERSIONS, FORMAT_VERSION, checksum
 
 #: The header line exactly as writers write it: no sign, no leading zero, lowercase hex.
 _HEADER = re.compile(rb"([A-Z]+) ([1-9][0-9]{0,9}) ([0-9a-f]{16})")
@@ -57,9 +57,9 @@ def decode(kind: str, blob: bytes, *, store: str | None = None,
         raise CorruptStoreError(f"not a {kind} document (header says {match[1][:20].decode()})",
                                 store=store, file=file)
     version = int(match[2])
-    if version not in SUPPORTED_VERSIONS:
+    if version not in DOCUMENT_VERSIONS:
         raise UnsupportedFormatError(f"{kind} format version {version} is not supported (this "
-                                     f"kvio reads {sorted(SUPPORTED_VERSIONS)})",
+                                     f"kvio reads {sorted(DOCUMENT_VERSIONS)})",
                                      store=store, file=file)
     if checksum(body) != int(match[3], 16):
         raise CorruptStoreError(f"{kind} checksum mismatch", store=store, file=file)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import CorruptStoreError, UnsupportedFormatError
 from . import envelope
-from .spec import FORMAT_VERSION, SUPPORTED_VERSIONS
+from .spec import DOCUMENT_VERSIONS, FORMAT_VERSION
 
 KIND = "KVIOMANIFEST"
 ROUTING = "key-range-priority"
@@ -46,6 +46,8 @@ class PartitionEntry:
         max_key: largest key (None when ``count`` is 0).
         size: file size in bytes.
         footer_checksum: the footer checksum recorded in the file, 16 lowercase hex digits.
+        tombstones: the file is a tombstone file: its rows delete their keys
+            (docs/FORMAT.md §3.8).
     """
 
     path: str
@@ -54,6 +56,7 @@ class PartitionEntry:
     max_key: bytes | None
     size: int
     footer_checksum: str
+    tombstones: bool = False
 
     @property
     def live(self) -> bool:
@@ -86,14 +89,17 @@ class PartitionEntry:
     def with_path(self, path: str) -> PartitionEntry:
         """The same partition under another path (files carried into a new version)."""
         return PartitionEntry(path, self.count, self.min_key, self.max_key, self.size,
-                              self.footer_checksum)
+                              self.footer_checksum, self.tombstones)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to manifests and commit messages (keys as lowercase hex)."""
-        return {"path": self.path, "count": self.count,
-                "min_key": None if self.min_key is None else self.min_key.hex(),
-                "max_key": None if self.max_key is None else self.max_key.hex(),
-                "size": self.size, "footer_checksum": self.footer_checksum}
+        doc = {"path": self.path, "count": self.count,
+               "min_key": None if self.min_key is None else self.min_key.hex(),
+               "max_key": None if self.max_key is None else self.max_key.hex(),
+               "size": self.size, "footer_checksum": self.footer_checksum}
+        if self.tombstones:  # absent otherwise: manifests without tombstones stay as they were
+            doc["tombstones"] = True
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> PartitionEntry:
@@ -123,7 +129,10 @@ class PartitionEntry:
             low, high = _hex_key(doc["min_key"], "min_key"), _hex_key(doc["max_key"], "max_key")
             if high < low:
                 raise ValueError("partition max_key is below its min_key")
-        return cls(doc["path"], count, low, high, size, doc["footer_checksum"])
+        tombstones = doc.get("tombstones", False)
+        if not isinstance(tombstones, bool):
+            raise TypeError("partition field tombstones is not a boolean")
+        return cls(doc["path"], count, low, high, size, doc["footer_checksum"], tombstones)
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,10 @@ class Manifest:
             The manifest.
         """
         ranges = sorted(p.key_range() for p in partitions if p.live)
-        disjoint = all(prev[1] < cur[0] for prev, cur in pairwise(ranges))
+        # Tombstones make a version "not disjoint" whatever the ranges: a reader then merges,
+        # which is what drops deleted keys, and ``count`` (rows, not keys) is not derived.
+        disjoint = all(prev[1] < cur[0] for prev, cur in pairwise(ranges)) \
+            and not any(p.tombstones for p in partitions if p.live)
         if count is None and disjoint:
             count = sum(p.count for p in partitions)
         return cls(version, tuple(partitions), disjoint, count, dict(options))
@@ -231,16 +243,16 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptStoreError(f"manifest is malformed: {exc}", store=store, file=file) from None
         format_version = doc.get("format_version", FORMAT_VERSION)
-        if format_version not in SUPPORTED_VERSIONS or doc.get("routing", ROUTING) != ROUTING:
+        if format_version not in DOCUMENT_VERSIONS or doc.get("routing", ROUTING) != ROUTING:
             # Checksummed and well formed, so written by a newer kvio, not damaged.
             raise UnsupportedFormatError(
                 f"manifest format version {format_version!r} with routing {doc.get('routing')!r} "
-                f"is not supported (this kvio reads versions {sorted(SUPPORTED_VERSIONS)}, "
+                f"is not supported (this kvio reads versions {sorted(DOCUMENT_VERSIONS)}, "
                 f"routing {ROUTING!r})", store=store, file=file)
         manifest = cls(doc["version"], entries, doc["disjoint"], count, options, format_version)
         derived = cls.build(manifest.version, entries, options)
         if derived.disjoint != manifest.disjoint and manifest.disjoint:
             # A reader that trusted a wrong "disjoint" would binary-search and miss keys.
-            raise CorruptStoreError("manifest says disjoint but partition key ranges overlap",
-                                    store=store, file=file)
+            raise CorruptStoreError("manifest says disjoint but partition key ranges overlap "
+                                    "or a partition holds tombstones", store=store, file=file)
         return manifest

@@ -32,6 +32,7 @@ from ..errors import CorruptStoreError, ReaderClosedError, UnsupportedFormatErro
 from .source import BufferSource, Source
 from .spec import (
     CODECS,
+    FLAG_TOMBSTONES,
     HEADER,
     INDEX_ALIGN,
     INDEX_HASH,
@@ -54,6 +55,21 @@ _PAGE_WORDS = INDEX_PAGE_BYTES // 8
 _VECTOR_MIN = 32
 _BYTES_TYPE = {bytes}
 _LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
+class _Tombstone:
+    """The type of :data:`TOMBSTONE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+#: What ``get``/``get_many`` of a tombstone file (docs/FORMAT.md §3.8) answer for a key the file
+#: deletes: the key is absent, and partitions of lower priority must not be asked.
+TOMBSTONE: Any = _Tombstone()
+_ABSENT = object()
 
 
 def as_key(obj: Any) -> bytes:
@@ -137,6 +153,14 @@ class PartitionReader:
             self._table = self._u64[ib:ib + npg * _PAGE_WORDS].reshape(-1, 2)
             self._buffer = source.buffer
         self.get = self._make_get()
+        if self.tombstones:
+            self.get = self._tombstone_get(self.get)
+
+    @staticmethod
+    def _tombstone_get(lookup: Callable[..., Any]) -> Callable[..., Any]:
+        def get(key: Any, default: Any = None) -> Any:
+            return TOMBSTONE if lookup(key, _ABSENT) is not _ABSENT else default
+        return get
 
     def _corrupt(self, what: str, key: bytes | None = None) -> CorruptStoreError:
         return CorruptStoreError(what, store=self.store, file=self.name, key=key)
@@ -172,6 +196,11 @@ class PartitionReader:
             raise UnsupportedFormatError(f"partition uses flags {flags:#x} that format version "
                                          f"{version} does not define", store=self.store,
                                          file=self.name)
+        #: True for a tombstone file: every row deletes its key (docs/FORMAT.md §3.8)
+        self.tombstones = bool(flags & FLAG_TOMBSTONES)
+        if expected is not None and bool(expected.get("tombstones", False)) != self.tombstones:
+            raise self._corrupt(f"the file {'is' if self.tombstones else 'is not'} a tombstone "
+                                "file, the manifest says otherwise")
         if f_off + f_len + TRAILER.size != size:
             raise self._corrupt("footer position does not match the file size")
         if expected is not None and expected.get("footer_checksum") is not None \
@@ -465,7 +494,24 @@ class PartitionReader:
     def get_many(self, keys: Sequence[bytes], default=None) -> list:
         """Values (or ``default``) for many keys, in order. On memory-mapped files the index is
         probed for all keys at once with numpy; only hashing, the key comparison and the value
-        copy remain per key in Python."""
+        copy remain per key in Python.
+
+        Args:
+            keys: the keys (bytes-like).
+            default: the answer for an absent key.
+
+        Returns:
+            One answer per key; in a tombstone file :data:`TOMBSTONE` for each key it deletes.
+
+        Raises:
+            CorruptStoreError: a checksum failed on the way.
+            ReaderClosedError: the reader was closed.
+        """
+        if self.tombstones:
+            return [default if v is _ABSENT else TOMBSTONE for v in self._get_many(keys, _ABSENT)]
+        return self._get_many(keys, default)
+
+    def _get_many(self, keys: Sequence[bytes], default=None) -> list:
         if type(keys) is not list or set(map(type, keys)) != _BYTES_TYPE:
             keys = [k if type(k) is bytes else as_key(k) for k in keys]
         n = len(keys)
@@ -680,10 +726,11 @@ class PartitionReader:
                 raise self._corrupt(f"block {b} starts at or before the previous block's last key",
                                     self.first_keys[b])
             if len(keys) > 1:
-                import pyarrow.compute as pc
                 ok = pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py()
                 if not ok:
                     raise self._corrupt(f"keys in block {b} are not strictly increasing")
+            if self.tombstones and pc.sum(pc.binary_length(batch.column(1))).as_py():
+                raise self._corrupt(f"block {b} of a tombstone file holds a non-empty value")
             previous = self.key_at(blk, blk.n - 1)
         if self.count and (self.first_keys[0] != self.min_key or previous != self.max_key):
             raise self._corrupt("min/max keys in the footer differ from the data")

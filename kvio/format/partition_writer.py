@@ -17,7 +17,18 @@ import xxhash
 
 from .. import __version__
 from .hash_index import build_index
-from .spec import FORMAT_VERSION, HEADER, INDEX_ALIGN, PARTITION_MAGIC, TRAILER, align, checksum, pad8
+from .spec import (
+    FLAG_TOMBSTONES,
+    FORMAT_VERSION,
+    HEADER,
+    INDEX_ALIGN,
+    PARTITION_MAGIC,
+    TOMBSTONE_FORMAT_VERSION,
+    TRAILER,
+    align,
+    checksum,
+    pad8,
+)
 
 _xxh = xxhash.xxh3_64_intdigest
 
@@ -38,9 +49,23 @@ def _offsets_of(items: Sequence[bytes]) -> np.ndarray:
 
 
 class PartitionWriter:
+    """Lays out one partition file on ``out``.
+
+    Args:
+        out: a binary file object (or buffer) written front to back.
+        codec: block codec, ``none``, ``zstd`` or ``lz4``.
+        level: compression level (0: the codec's default).
+        load_factor: hash index load factor.
+        tombstones: write a tombstone file (format version 2, docs/FORMAT.md §3.8): every row
+            deletes its key and every value must be empty. Other files stay version 1.
+    """
+
     def __init__(self, out: IO[bytes], *, codec: str = "none", level: int = 0,
-                 load_factor: float = 0.7):
+                 load_factor: float = 0.7, tombstones: bool = False):
         self._out = out
+        self.tombstones = tombstones
+        self._version = TOMBSTONE_FORMAT_VERSION if tombstones else FORMAT_VERSION
+        self._flags = FLAG_TOMBSTONES if tombstones else 0
         self._pos = 0
         self._pending: list = []
         self._pending_bytes = 0
@@ -62,7 +87,7 @@ class PartitionWriter:
         self.count = 0
         self.min_key: bytes | None = None
         self.max_key: bytes | None = None
-        self._write(HEADER.pack(PARTITION_MAGIC, FORMAT_VERSION, 0))
+        self._write(HEADER.pack(PARTITION_MAGIC, self._version, self._flags))
 
     def _write(self, data) -> None:
         size = data.nbytes if isinstance(data, memoryview) else len(data)
@@ -122,6 +147,8 @@ class PartitionWriter:
         if not n:
             return
         klen, vlen = int(koffs[-1]), int(voffs[-1])
+        if self.tombstones and vlen:
+            raise ValueError("a tombstone partition holds empty values only")
         pieces = (koffs.astype("<i8", copy=False).data, kdata, _ZEROS[:pad8(klen) - klen],
                   voffs.astype("<i8", copy=False).data, vdata, _ZEROS[:pad8(vlen) - vlen])
         raw_len = 16 * (n + 1) + pad8(klen) + pad8(vlen)
@@ -168,7 +195,7 @@ class PartitionWriter:
         first_key_offsets = _offsets_of(self._first_keys)
         first_key_data = b"".join(self._first_keys)
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": self._version,
             "codec": self._codec_name,
             "count": self.count,
             "min_key": self.min_key.hex() if self.min_key is not None else None,
@@ -193,16 +220,19 @@ class PartitionWriter:
         footer_offset = self._pos
         footer_checksum = checksum(footer)
         self._write(footer)
-        head = TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0, 0,
-                            PARTITION_MAGIC)
+        head = TRAILER.pack(footer_offset, len(footer), footer_checksum, self._version,
+                            self._flags, 0, PARTITION_MAGIC)
         trailer_checksum = checksum(head[:32])
-        self._write(TRAILER.pack(footer_offset, len(footer), footer_checksum, FORMAT_VERSION, 0,
-                                 trailer_checksum, PARTITION_MAGIC))
+        self._write(TRAILER.pack(footer_offset, len(footer), footer_checksum, self._version,
+                                 self._flags, trailer_checksum, PARTITION_MAGIC))
         self._flush()
-        return {
+        info = {
             "count": self.count,
             "min_key": meta["min_key"],
             "max_key": meta["max_key"],
             "size": self._pos,
             "footer_checksum": f"{footer_checksum:016x}",
         }
+        if self.tombstones:
+            info["tombstones"] = True
+        return info

@@ -1,12 +1,19 @@
-"""Constants and fixed-size structures of format version 1 (docs/FORMAT.md is the authority)."""
+"""Constants and fixed-size structures of the format (docs/FORMAT.md is the authority)."""
 from __future__ import annotations
 
 import struct
 
 import xxhash
 
+#: The version of documents and of partition files without tombstones. Writers keep writing 1
+#: for those, so that readers that know only version 1 keep reading them.
 FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+#: The partition format version of files holding tombstones (docs/FORMAT.md §3.8).
+TOMBSTONE_FORMAT_VERSION = 2
+#: Partition format versions this reader knows.
+SUPPORTED_VERSIONS = frozenset({1, 2})
+#: Document (marker, commit record, manifest, pin) format versions this reader knows.
+DOCUMENT_VERSIONS = frozenset({1})
 
 PARTITION_MAGIC = b"KVIOPART"
 PARTITION_SUFFIX = ".kvp"
@@ -25,9 +32,13 @@ INDEX_ALIGN = 4096
 CODECS = ("none", "zstd", "lz4")
 INDEX_HASH = "xxh3_64"
 
+#: Flag bit of format version 2: every row of the file is a tombstone (a deletion marker whose
+#: value is empty), docs/FORMAT.md §3.8.
+FLAG_TOMBSTONES = 1
+
 #: Flag bits (header and trailer ``flags``) defined by each supported format version. Version 1
 #: defines none, so a set bit means a newer writer (docs/FORMAT.md §3.2).
-KNOWN_FLAGS = {1: 0}
+KNOWN_FLAGS = {1: 0, 2: FLAG_TOMBSTONES}
 
 
 def checksum(data) -> int:

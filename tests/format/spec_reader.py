@@ -190,14 +190,16 @@ def read_manifest(root: str, version: str) -> dict:
                 and isinstance(e.get("footer_checksum"), str)
                 and re.fullmatch(r"[0-9a-f]{16}", e["footer_checksum"])):
             raise Corrupt(f"bad partition entry {p!r}", path)
+        if not isinstance(e.get("tombstones", False), bool):
+            raise Corrupt(f"bad tombstones field in {p!r}", path)
         if e["count"]:
             e["lo"], e["hi"] = unhex(e.get("min_key"), path), unhex(e.get("max_key"), path)
             if e["hi"] < e["lo"]:
                 raise Corrupt("max_key below min_key", path)
     live = sorted((e["lo"], e["hi"]) for e in entries if e["count"])
     overlap = any(a[1] >= b[0] for a, b in zip(live, live[1:], strict=False))
-    if doc["disjoint"] and overlap:
-        raise Corrupt("manifest says disjoint, but key ranges overlap", path)
+    if doc["disjoint"] and (overlap or any(e.get("tombstones") for e in entries if e["count"])):
+        raise Corrupt("manifest says disjoint, but key ranges overlap or tombstones exist", path)
     return doc
 
 
@@ -205,7 +207,7 @@ def read_manifest(root: str, version: str) -> dict:
 HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QQQIIQ8s")
 MAGIC = b"KVIOPART"
-KNOWN_FLAGS = {1: 0}
+KNOWN_FLAGS = {1: 0, 2: 1}  # §7: version 2 defines bit 0, "every row is a tombstone" (§3.8)
 
 
 class Partition:
@@ -231,6 +233,9 @@ class Partition:
             raise Unsupported(f"partition format version {version}", path)
         if flags & ~KNOWN_FLAGS[version]:                                               # 6
             raise Unsupported(f"unknown flags {flags:#x}", path)
+        self.tombstones = bool(flags & 1)                                               # §3.8
+        if entry is not None and entry.get("tombstones", False) is not self.tombstones:
+            raise Corrupt("tombstone flag differs from the manifest", path)
         if f_off + f_len + 48 != size:                                                  # 7
             raise Corrupt("footer position does not match the size", path)
         if entry is not None and f"{f_sum:016x}" != entry["footer_checksum"]:           # 8
@@ -394,7 +399,9 @@ class Partition:
             self.slot(s)
         previous = None
         for b in range(len(self.offset)):
-            keys, _ = self.block(b)
+            keys, values = self.block(b)
+            if self.tombstones and any(values):
+                raise Corrupt(f"block {b} of a tombstone file holds a value", self.path)
             if keys[0] != self.first_keys[b]:
                 raise Corrupt(f"block {b} first key differs from first_keys", self.path)
             for k in keys:
@@ -435,7 +442,7 @@ class SpecStore:
             if e["count"] and e["lo"] <= key <= e["hi"]:
                 value = self.parts[i].lookup(key)
                 if value is not None:
-                    return value
+                    return None if self.parts[i].tombstones else value  # §3.8: stop here
         return None
 
     def pairs(self) -> list[tuple[bytes, bytes]]:
@@ -447,9 +454,12 @@ class SpecStore:
 
         streams = [stream(i) for i in range(len(self.entries)) if self.parts[i] is not None]
         out: list[tuple[bytes, bytes]] = []
-        for k, _, v in heapq.merge(*streams):
-            if not out or out[-1][0] != k:
-                out.append((k, v))
+        previous = None
+        for k, minus_i, v in heapq.merge(*streams):
+            if k != previous:  # the highest-priority row of k; a tombstone drops the key
+                previous = k
+                if not self.parts[-minus_i].tombstones:  # type: ignore[union-attr]
+                    out.append((k, v))
         return out
 
     def verify(self) -> None:

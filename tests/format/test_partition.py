@@ -318,11 +318,11 @@ def test_unknown_format_version():
     that disagrees with the trailer is damage, whatever it says (docs/FORMAT.md §3.1)."""
     keys, values = make_pairs(20, seed=6)
     data = write_partition(keys, values)[0]
-    future = _rewrite_header_and_trailer(data, version=2)
-    with pytest.raises(UnsupportedFormatError, match="version 2") as exc:
+    future = _rewrite_header_and_trailer(data, version=3)  # (2 is the tombstone version)
+    with pytest.raises(UnsupportedFormatError, match="version 3") as exc:
         PartitionReader(BufferSource(future, name="future.kvp"))
     assert exc.value.file == "future.kvp"
-    for damaged in (_rewrite_header_and_trailer(data, version=2, trailer=False),
+    for damaged in (_rewrite_header_and_trailer(data, version=3, trailer=False),
                     _rewrite_header_and_trailer(future, version=1, trailer=False)):
         with pytest.raises(CorruptStoreError, match="disagrees with the trailer") as exc:
             PartitionReader(BufferSource(damaged, name="damaged.kvp"))

@@ -169,6 +169,36 @@ def test_appended_store(kvs, tmp_path):
     assert dict(assert_agree(kvs, uri)) == model
 
 
+def test_store_with_tombstones(kvs, tmp_path):
+    """§3.8: a delta version with a tombstone file reads the same in both readers, deleted
+    keys absent (also those deleted in one update and set again in the next), and an older
+    reader that knows only version 1 refuses the tombstone file rather than show deleted keys."""
+    uri = str(tmp_path / "s")
+    write(kvs, uri, [(key4(i), b"first") for i in range(0, 300, 2)])
+    with kvs.update_store(uri) as u:
+        u.delete_many(key4(i) for i in range(0, 300, 10))
+        u.set(key4(1), b"new")
+        u.delete(key4(999))
+    with kvs.update_store(uri) as u:
+        u.set(key4(20), b"back")
+    model = {key4(i): b"first" for i in range(0, 300, 2) if i % 10}
+    model[key4(1)] = b"new"
+    model[key4(20)] = b"back"
+    store = SpecStore(uri)
+    assert any(e.get("tombstones") for e in store.entries) and not store.manifest["disjoint"]
+    assert dict(assert_agree(kvs, uri)) == model
+    assert store.get(key4(10)) is None and store.get(key4(20)) == b"back"
+    store.verify()
+    tomb = next(p for p in store.parts if p is not None and p.tombstones)
+    old = dict(spec_reader.KNOWN_FLAGS)
+    try:
+        del spec_reader.KNOWN_FLAGS[2]
+        with pytest.raises(spec_reader.Unsupported, match="version 2"):
+            spec_reader.Partition(tomb.path)
+    finally:
+        spec_reader.KNOWN_FLAGS.update(old)
+
+
 def test_empty_store(kvs, tmp_path):
     uri = str(tmp_path / "s")
     write(kvs, uri, [])
@@ -251,9 +281,9 @@ def test_flags_of_a_newer_writer(store):
 
 def test_header_and_trailer_versions_disagree(store):
     kvs, uri, part = store
-    patch(part, 8, b"\x02")
+    patch(part, 8, b"\x03")
     assert_same_refusal(kvs, uri, "corrupt", part)
-    rewrite_trailer(part, version=2)
+    rewrite_trailer(part, version=3)
     assert_same_refusal(kvs, uri, "unsupported", part)
 
 

@@ -1,0 +1,255 @@
+"""SET and DEL on a write-once store: an update publishes one delta version.
+
+``with kvs.update_store(uri) as u: u.set(k, v); u.delete(k)`` collects operations in any key
+order. Leaving the block sorts them with bounded memory (:mod:`kvio.sorting`; the last
+operation on a key wins) and publishes one new version through the committer's append mode:
+the current partitions, carried and not copied, plus a delta at higher priority made of a
+value partition (the keys set) and a tombstone partition (the keys deleted,
+docs/FORMAT.md §3.8). An exception inside the block publishes nothing.
+
+An update that loses the race to another publish re-applies its operations on top of the new
+version and tries again, at most ``retries`` times, then raises ConcurrentCommitError: no
+update is lost silently (docs/COMMIT.md, "Updates").
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .byteslike import as_bytes
+from .committer import Job
+from .config import Config
+from .errors import ConcurrentCommitError, WriterClosedError
+from .format.partition_reader import SCHEMA
+from .sorting import Deduper, ExternalSorter, spill_root
+from .writer import SortedPairWriter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StoreUpdate"]
+
+#: Operations travel through the sorter as (key, op byte + value).
+_SET, _DEL = b"\x01", b"\x00"
+_BATCH_BYTES = 1 << 20
+
+
+class StoreUpdate:
+    """Collects SET and DEL operations and publishes them as one delta version.
+
+    Args:
+        uri: the store (created when absent, like an append).
+        conf: setting overrides (``kvio.*``).
+        storage_options: passed to fsspec.
+        retries: how many times an update that lost a race re-applies its operations on the
+            newer version before it raises ConcurrentCommitError.
+    """
+
+    def __init__(self, uri: str, conf: dict[str, Any] | None = None,
+                 storage_options: dict[str, Any] | None = None, retries: int = 5):
+        self.uri = uri
+        self._conf_overrides = dict(conf or {})
+        self._storage_options = dict(storage_options or {})
+        self.retries = retries
+        cfg = Config(conf)
+        self._scratch = spill_root(cfg.sort_spill_dir)
+        self._sorter = ExternalSorter(cfg.sort_memory, self._scratch)
+        self._keys: list[bytes] = []
+        self._values: list[bytes] = []
+        self._buffered = 0
+        self.record: dict[str, Any] | None = None
+        self.committed = False
+        self.aborted = False
+        #: operations collected (before de-duplication)
+        self.operations = 0
+
+    # ---- collecting ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.committed or self.aborted:
+            state = "committed" if self.committed else "aborted"
+            raise WriterClosedError(f"update was already {state}", store=self.uri)
+
+    def _add(self, key: Any, op_value: bytes) -> None:
+        key = key if type(key) is bytes else as_bytes(key, "key")
+        self._keys.append(key)
+        self._values.append(op_value)
+        self._buffered += len(key) + len(op_value) + 16
+        self.operations += 1
+        if self._buffered >= _BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._keys:
+            self._sorter.add(pa.record_batch(
+                [pa.array(self._keys, pa.large_binary()), pa.array(self._values, pa.large_binary())],
+                schema=SCHEMA))
+            self._keys, self._values, self._buffered = [], [], 0
+
+    def set(self, key: Any, value: Any) -> None:
+        """Set ``key`` to ``value`` (a later operation on the same key wins).
+
+        Args:
+            key: bytes-like.
+            value: bytes-like.
+
+        Raises:
+            WriterClosedError: the update was committed or aborted.
+            ArgumentTypeError: a key or value that is not bytes-like.
+        """
+        self._check_open()
+        value = value if type(value) is bytes else as_bytes(value, "value")
+        self._add(key, _SET + value)
+
+    def delete(self, key: Any) -> None:
+        """Delete ``key`` (absent keys are fine; a later operation on the same key wins).
+
+        Args:
+            key: bytes-like.
+
+        Raises:
+            WriterClosedError: the update was committed or aborted.
+            ArgumentTypeError: a key that is not bytes-like.
+        """
+        self._check_open()
+        self._add(key, _DEL)
+
+    def set_many(self, pairs: Iterable[tuple[Any, Any]]) -> None:
+        """:meth:`set` for each (key, value), in any order.
+
+        Args:
+            pairs: (key, value) tuples.
+
+        Raises:
+            WriterClosedError, ArgumentTypeError: as :meth:`set`.
+        """
+        for key, value in pairs:
+            self.set(key, value)
+
+    def delete_many(self, keys: Iterable[Any]) -> None:
+        """:meth:`delete` for each key, in any order.
+
+        Args:
+            keys: the keys.
+
+        Raises:
+            WriterClosedError, ArgumentTypeError: as :meth:`delete`.
+        """
+        for key in keys:
+            self.delete(key)
+
+    # ---- publishing ------------------------------------------------------------------------
+    def _final_ops(self, path: str) -> int:
+        """Sort and de-duplicate the operations into an Arrow IPC file at ``path`` (read once
+        per publish attempt, so a retry does not sort again); returns the number of keys."""
+        dedupe = Deduper("last", self.uri)
+        rows = 0
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as out:
+            for batch in [*self._sorter.merged(), None]:
+                final = dedupe.push(batch) if batch is not None else dedupe.take_held()
+                if final is not None and final.num_rows:
+                    out.write_batch(final)
+                    rows += final.num_rows
+        self._sorter.close()
+        return rows
+
+    @staticmethod
+    def _read_ops(path: str) -> Iterator[pa.RecordBatch]:
+        with pa.OSFile(path, "rb") as source, pa.ipc.open_stream(source) as reader:
+            yield from reader
+
+    def _publish_once(self, path: str) -> dict[str, Any]:
+        job = Job.setup(self.uri, mode="append", conf=self._conf_overrides,
+                        storage_options=self._storage_options)
+        writers: list[SortedPairWriter] = []
+        try:
+            writers = [SortedPairWriter(job.task(0)), SortedPairWriter(job.task(1), tombstones=True)]
+            for batch in self._read_ops(path):
+                ops = pc.binary_slice(batch.column(1), 0, 1)
+                is_set = pc.equal(ops, pa.scalar(_SET, pa.large_binary()))
+                sets = batch.filter(is_set)
+                if sets.num_rows:
+                    # (an explicit stop: binary_slice overflows on huge ones in pyarrow 26)
+                    longest = pc.max(pc.binary_length(sets.column(1))).as_py()
+                    values = pc.binary_slice(sets.column(1), 1, longest + 1)
+                    writers[0].put_many(pa.record_batch([sets.column(0), values], schema=SCHEMA))
+                dels = batch.filter(pc.invert(is_set)).column(0)
+                if len(dels):
+                    empty = pa.array([b""] * len(dels), pa.large_binary())
+                    writers[1].put_many(pa.record_batch([dels, empty], schema=SCHEMA))
+            messages = [w.close() for w in writers]
+            record = job.commit(messages, num_tasks=2, op="update")
+        except BaseException:
+            for w in writers:
+                if not w.closed:
+                    w.discard()
+            if not job.committed:
+                job.abort()
+            raise
+        assert record is not None  # append mode never skips
+        return record.to_json()
+
+    def commit(self) -> dict[str, Any] | None:
+        """Publish the operations as one new version. Idempotent.
+
+        Returns:
+            The commit record as a JSON object; None when there was no operation.
+
+        Raises:
+            WriterClosedError: the update was aborted.
+            ConcurrentCommitError: other publishes won the race ``retries + 1`` times in a row;
+                nothing of this update was published.
+            CommitError: publishing failed (``landed`` says whether it happened).
+        """
+        if self.committed:
+            return self.record
+        if self.aborted:
+            raise WriterClosedError("update was aborted: nothing was published", store=self.uri)
+        self._flush()
+        if not self.operations:
+            self._sorter.close()
+            self.committed = True
+            return None
+        work = tempfile.mkdtemp(prefix="kvio-update-", dir=self._scratch)
+        try:
+            path = os.path.join(work, "ops.arrow")
+            self._final_ops(path)
+            for attempt in range(self.retries + 1):
+                try:
+                    self.record = self._publish_once(path)
+                    break
+                except ConcurrentCommitError as exc:
+                    if exc.landed is not False or attempt == self.retries:
+                        raise
+                    log.info("kvio: %s changed while updating; applying the update again on "
+                             "the new version", self.uri)
+        except BaseException:
+            self.aborted = True
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            self._sorter.close()
+        self.committed = True
+        return self.record
+
+    def abort(self) -> None:
+        """Publish nothing and drop the collected operations. Idempotent."""
+        if self.committed or self.aborted:
+            return
+        self.aborted = True
+        self._keys, self._values = [], []
+        self._sorter.close()
+
+    def __enter__(self) -> StoreUpdate:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
