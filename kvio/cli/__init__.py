@@ -54,6 +54,7 @@ from .output import PROG
 from .repair import cmd_repair
 from .serve import add_serve_command
 from .smoke import cmd_run_kv_test
+from .update import add_update_commands
 
 __all__ = ["main", "display", "escape"]
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", type=_duration, metavar="AGE",
                    help="staging age to remove, e.g. 30m, 24h (default: kvio.staging.max.age)")
 
+    add_update_commands(command)
     add_serve_command(command)
     return parser
 
