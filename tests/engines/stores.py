@@ -99,6 +99,32 @@ def build_appended(uri: str, spark: Any) -> Model:
     return model
 
 
+def build_updated(uri: str, spark: Any = None) -> Model:
+    """A store changed by three updates (delta versions with tombstones): deletes spread over
+    the range, a deleted run of keys, deletes of keys that never existed (a tombstone file
+    that hides nothing, above every key), and keys deleted by one update and set again by the
+    next. Every engine must show deleted keys as absent and re-set keys as back."""
+    model = write(uri, [(key(i), b"base%d" % (i % 4)) for i in range(1500)], LAYER)
+    kvs = KeyValueSystem(conf=LAYER)
+    with kvs.update_store(uri) as u:
+        for i in range(0, 1500, 7):
+            u.delete(key(i))
+            model.pop(key(i), None)
+        for i in range(600, 700):
+            u.delete(key(i))
+            model.pop(key(i), None)
+        for i in range(1400, 1700, 3):
+            u.set(key(i), b"upd1-%d" % (i % 3))
+            model[key(i)] = b"upd1-%d" % (i % 3)
+    with kvs.update_store(uri) as u:
+        for i in range(0, 700, 14):
+            u.set(key(i), b"back%d" % (i % 2))
+            model[key(i)] = b"back%d" % (i % 2)
+    with kvs.update_store(uri) as u:
+        u.delete_many(key(i, b"z") for i in range(50))
+    return model
+
+
 def build_empty(uri: str, spark: Any = None) -> Model:
     return write(uri, [], SMALL)
 
@@ -136,8 +162,9 @@ STORES: dict[str, tuple[Builder, bool]] = {
     "merged": (build_merged, False),
     "merged-disjoint": (build_merged_disjoint, False),
     "appended": (build_appended, True),
+    "updated": (build_updated, False),
     "empty": (build_empty, False),
     "hostile": (build_hostile, False),
 }
 #: stores with keys whose superseded values are still in older partitions
-OVERLAPPING = ["merged", "appended"]
+OVERLAPPING = ["merged", "appended", "updated"]
