@@ -130,6 +130,24 @@ def test_manifest_claiming_disjoint_with_overlapping_ranges_is_corrupt():
         Manifest.decode(_encode(doc))
 
 
+def test_tombstone_partitions_make_a_manifest_not_disjoint():
+    """docs/FORMAT.md §3.8: a version with a tombstone file is never disjoint (readers must
+    merge to drop deleted keys) and its count is not the sum of rows."""
+    tomb = PartitionEntry("t/2.kvp", 1, b"x", b"x", 100, "0" * 16, tombstones=True)
+    built = Manifest.build("v1", [_part("t/1.kvp", b"a", b"m"), tomb], {})
+    assert built.disjoint is False and built.count is None
+    doc = _raw(built)
+    assert doc["partitions"][1]["tombstones"] is True and "tombstones" not in doc["partitions"][0]
+    assert Manifest.decode(_encode(doc)).partitions[1].tombstones
+    doc["disjoint"] = True
+    with pytest.raises(CorruptStoreError, match="tombstones"):
+        Manifest.decode(_encode(doc))
+    doc["disjoint"] = False
+    doc["partitions"][1]["tombstones"] = 1
+    with pytest.raises(CorruptStoreError, match="tombstones"):
+        Manifest.decode(_encode(doc))
+
+
 def test_manifest_names_and_versions():
     ok = Manifest.build("v1", [_part("..foo/x.kvp", b"a", b"b")], {})  # a legal directory name
     assert Manifest.decode(ok.encode()).partitions[0].path == "..foo/x.kvp"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvio import CorruptStoreError, UnsupportedFormatError
-from kvio.format.partition_reader import SCHEMA, PartitionReader
+from kvio.format.partition_reader import SCHEMA, TOMBSTONE, PartitionReader
 from kvio.format.partition_writer import PartitionWriter
 from kvio.format.source import BufferSource, RangeSource
 from kvio.format.spec import HEADER, INDEX_ALIGN, INDEX_PAGE_BYTES, TRAILER, checksum, pad8
@@ -443,3 +443,41 @@ def test_use_after_close_raises_reader_closed():
             with pytest.raises(ReaderClosedError) as exc:
                 use(reader)
             assert exc.value.file == "c.kvp"
+
+
+# ---- tombstones (docs/FORMAT.md §3.8) ------------------------------------------------------------
+def _tombstone_file(keys) -> tuple[bytes, dict]:
+    out = io.BytesIO()
+    writer = PartitionWriter(out, tombstones=True)
+    writer.write_pairs(keys, [b""] * len(keys))
+    info = writer.finish()
+    return out.getvalue(), info
+
+
+def test_files_without_tombstones_stay_version_1_and_tombstone_files_are_version_2():
+    """Old readers keep reading what they can: only a file holding tombstones is version 2
+    with flag bit 0, in the header, the trailer and the footer."""
+    keys, values = make_pairs(20, seed=6)
+    plain, info = write_partition(keys, values)
+    assert HEADER.unpack_from(plain, 0)[1:] == (1, 0) and "tombstones" not in info
+    tomb, tinfo = _tombstone_file(keys)
+    assert HEADER.unpack_from(tomb, 0)[1:] == (2, 1) and tinfo["tombstones"] is True
+    assert TRAILER.unpack_from(tomb, len(tomb) - TRAILER.size)[3:5] == (2, 1)
+    reader = PartitionReader(BufferSource(tomb), expected=tinfo)
+    assert reader.tombstones and reader.meta["format_version"] == 2
+    assert reader.get(keys[3]) is TOMBSTONE and reader.get(b"absent", 5) == 5
+    assert reader.get_many(keys + [b"absent"], 0) == [TOMBSTONE] * len(keys) + [0]
+    reader.verify_all()
+    assert not PartitionReader(BufferSource(plain), expected=info).tombstones
+
+
+def test_tombstone_flag_must_match_the_manifest_and_unknown_flags_are_refused():
+    keys, _ = make_pairs(20, seed=6)
+    tomb, tinfo = _tombstone_file(keys)
+    with pytest.raises(CorruptStoreError, match="tombstone") as exc:
+        PartitionReader(BufferSource(tomb, name="t.kvp"), expected={**tinfo, "tombstones": False})
+    assert not isinstance(exc.value, UnsupportedFormatError)
+    with pytest.raises(UnsupportedFormatError, match="flags"):
+        PartitionReader(BufferSource(_rewrite_header_and_trailer(tomb, flags=3), name="t.kvp"))
+    with pytest.raises(ValueError):
+        PartitionWriter(io.BytesIO(), tombstones=True).write_pairs([b"a"], [b"value"])
