@@ -1,6 +1,8 @@
 """SET and DEL as delta versions (kvio/update.py), tombstones on every read path, compaction."""
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing
 
 import pytest
@@ -8,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kvio
-from kvio import ConcurrentCommitError
+from kvio import ConcurrentCommitError, cli
 from kvio.format.partition_reader import TOMBSTONE
 
 KEYS = st.binary(min_size=0, max_size=3)
@@ -28,6 +30,16 @@ def _check(kvs, uri: str, model: dict[bytes, bytes]) -> None:
         lo = sorted(model)[len(model) // 2] if model else b"\x01"
         assert dict(r.items(start=lo)) == {k: v for k, v in model.items() if k >= lo}
         r.verify()
+    assert _kvio_scan(uri) == model
+
+
+def _kvio_scan(uri: str) -> dict[bytes, bytes]:
+    """What ``kvio scan --hex`` prints, parsed back."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["scan", "--hex", "--no-progress", uri]) == 0
+    pairs = [line.split("\t") for line in out.getvalue().splitlines()]
+    return {bytes.fromhex(k): bytes.fromhex(v) for k, v in pairs}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
