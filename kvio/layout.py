@@ -118,8 +118,21 @@ CARRIED = "carried"
 
 
 def carried_name(n: int, source_path: str) -> str:
-    """Path inside a job of the n-th partition carried over from an existing version."""
-    return f"{CARRIED}/{n:05d}-{source_path.rsplit('/', 1)[-1]}"
+    """Path inside a job of the n-th partition carried over from an existing version.
+
+    Args:
+        n: the partition's number among the files this job carries (makes the name unique).
+        source_path: its path in the source version.
+
+    Returns:
+        ``carried/<n:05d>-<file name>``. A file that was itself carried loses its old number
+        first, so names do not grow by six characters with every append or update (after
+        about 37 they passed the 255-byte file name limit).
+    """
+    head, _, name = source_path.rpartition("/")
+    if head == CARRIED and len(name) > 6 and name[:5].isdigit() and name[5] == "-":
+        name = name[6:]
+    return f"{CARRIED}/{n:05d}-{name}"
 
 
 def partition_file_name(task_id: int, seq: int) -> str:
