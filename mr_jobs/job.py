@@ -69,8 +69,9 @@ class KVStoreJob(Driver):
         add("--output-store", dest="output_store", default=None,
             help="URI of the kvio store to write (local path or hdfs://...)")
         add("--output-mode", dest="output_mode", default="error",
-            choices=("error", "overwrite", "ignore"),
-            help="when the output store exists: fail (default), replace it, or do nothing")
+            choices=("error", "overwrite", "ignore", "append"),
+            help="when the output store exists: fail (default), replace it, do nothing, or "
+                 "append (new values win; a reducer's (key, None) deletes the key)")
         add("--output-partitions", dest="output_partitions", type=int, default=None,
             help="number of output partitions (key ranges); default: as many as the input "
                  "has non-empty partitions (store input) or 1 (text input)")

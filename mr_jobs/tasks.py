@@ -166,29 +166,49 @@ class TaskSide(MRJob):
 
     def _kv_reduce(self, partition: int, pairs: Iterable[tuple[bytes, bytes]]):
         ctx = self._context()
-        writer = SortedPairWriter(TaskAttempt(ctx, partition))
+        attempt = TaskAttempt(ctx, partition)
+        writer = SortedPairWriter(attempt)
+        # In an append job a reducer's (key, None) deletes the key: it goes to a tombstone
+        # file of the same attempt (docs/FORMAT.md §3.8), above the carried partitions.
+        deletes = SortedPairWriter(attempt, tombstones=True) if ctx.mode == "append" else None
         try:
             if _overrides(self, "reducer", TaskSide):
-                self._reduce_with_user_reducer(partition, pairs, writer)
+                self._reduce_with_user_reducer(partition, pairs, writer, deletes)
             else:
                 self._reduce_identity(pairs, writer)
+            if deletes is not None:
+                deletes.close()  # first: the attempt's message (writer.close) then lists both
             message = writer.close()
         except BaseException:
+            if deletes is not None:
+                deletes.discard()
             writer.discard()
             raise
-        self.increment_counter(COUNTER_GROUP, "pairs written", writer.count)
+        written = writer.count + (deletes.count if deletes is not None else 0)
+        self.increment_counter(COUNTER_GROUP, "pairs written", written)
         self.increment_counter(COUNTER_GROUP, "partitions written", 1)
         yield partition, message
 
     def _reduce_with_user_reducer(self, partition: int, pairs: Iterable[tuple[bytes, bytes]],
-                                  writer: SortedPairWriter) -> None:
+                                  writer: SortedPairWriter,
+                                  deletes: SortedPairWriter | None = None) -> None:
         route = self._router()
         reducer = self.reducer
+        last: bytes | None = None
         for key, group in groupby(pairs, itemgetter(0)):
             for out_key, out_value in reducer(key, (v for _, v in group)) or ():
                 if route(out_key) != partition:
                     raise self._range_error(out_key, key, partition, "reducer")
-                writer.put(out_key, out_value)
+                if deletes is None:
+                    writer.put(out_key, out_value)
+                    continue
+                # Two writers: each checks its own order, this checks the keys across both.
+                if last is not None and type(out_key) is bytes and not last < out_key:
+                    raise KeyOrderError("reducer yielded keys out of order or twice (a key "
+                                        "both set and deleted?)", store=writer.store, key=out_key)
+                (deletes if out_value is None else writer).put(out_key, b"" if out_value is None
+                                                               else out_value)
+                last = out_key
 
     def _reduce_identity(self, pairs: Iterable[tuple[bytes, bytes]], writer: SortedPairWriter) -> None:
         """The default reducer, in Arrow batches: keys arrive sorted and routed; a duplicate key

@@ -10,6 +10,7 @@ from mr_jobs.plan import Router
 from .conftest import assert_disjoint_ranges, build_store, hostile_pairs, run_kv_job, store_files, store_items
 from .jobs.bad_output import OutOfRangeReducer, StrKeyMapper, WithReducerFinal
 from .jobs.country_counts import MRCountryCounts
+from .jobs.deleting_reducer import DeletingReducer
 from .jobs.failing_reducer import FailingReducer
 from .jobs.text_word_count import TextWordCount
 
@@ -278,3 +279,25 @@ def test_the_job_pins_its_input_version_while_it_runs(tmp_path, monkeypatch):
     assert pins.scan(FileIO(str(src))) == []       # released when the job ended
     no_grace = KeyValueSystem(conf={"kvio.gc.grace": "0", "kvio.versions.retain": "1"})
     assert no_grace.gc(str(src), older_than=0)["versions"] == [planned]
+
+
+def test_append_job_whose_reducer_yields_none_deletes_keys(tmp_path):
+    """--output-mode append: (key, None) from the reducer deletes the key from the store it
+    appends to; other pairs are set (new values win); deleting an absent key is fine."""
+    dest, src = tmp_path / "dst", tmp_path / "src"
+    build_store(dest, [(b"k%03d" % i, b"old") for i in range(100)], SMALL)
+    changes = [(b"k%03d" % i, b"del" if i % 3 == 0 else b"new") for i in range(50, 150)]
+    build_store(src, changes, SMALL)
+    result = run_kv_job(DeletingReducer, "inline", [src], dest, "--output-mode", "append")
+    model = {b"k%03d" % i: b"old" for i in range(100)}
+    for k, v in changes:
+        if v == b"del":
+            model.pop(k, None)
+        else:
+            model[k] = v
+    assert dict(store_items(dest)) == model
+    with KeyValueSystem().open_store(str(dest)) as reader:
+        assert reader.get(b"k051") is None and reader.get(b"k052") == b"new"
+        assert any(p.tombstones for p in reader.manifest.partitions)
+        assert result["seq"] == 2
+        reader.verify()
