@@ -364,14 +364,14 @@ class StoreReader(Mapping):
     # ---- description -------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """A description: version, commit, format, pair count, bytes and every partition with
-        its priority and key range (hex). The count of an overlapping version is computed
-        once per version and cached."""
+        its priority, key range (hex) and whether it is a tombstone file (its rows delete).
+        The count of an overlapping version is computed once per version and cached."""
         parts = []
         for i, p in enumerate(self.manifest.partitions):
             parts.append({"path": p.path, "count": p.count, "bytes": p.size,
                           "min_key": None if p.min_key is None else p.min_key.hex(),
                           "max_key": None if p.max_key is None else p.max_key.hex(),
-                          "priority": i})
+                          "priority": i, "tombstones": p.tombstones})
         return {
             "uri": self.uri,
             "version": self.version,

@@ -28,6 +28,9 @@ def test_cli_set_del_apply_compact_scan(tmp_path):
     assert _cli("apply", uri, str(jl)).returncode == 0
     scan = _cli("scan", uri)
     assert scan.returncode == 0 and scan.stdout.split() == ["k2", "v2", "k5", "v5", "k9", "v9"]
+    info = json.loads(_cli("info", "--json", uri).stdout)
+    assert any(p["tombstones"] for p in info["partitions"]) and info["count"] == 3
+    assert " del " in _cli("info", uri).stdout
     done = _cli("compact", uri)
     assert done.returncode == 0, done.stderr
     assert _cli("scan", uri).stdout == scan.stdout

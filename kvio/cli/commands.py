@@ -54,7 +54,8 @@ def cmd_info(args, kvs: KeyValueSystem) -> int:
         empty = not p["count"]
         lo = "-" if empty else preview(bytes.fromhex(p["min_key"]), enc, 32)
         hi = "-" if empty else preview(bytes.fromhex(p["max_key"]), enc, 32)
-        rows.append([str(p["priority"]), str(p["count"]), str(p["bytes"]), lo, hi, p["path"]])
+        count = f"{p['count']} del" if p.get("tombstones") else str(p["count"])  # deletions
+        rows.append([str(p["priority"]), count, str(p["bytes"]), lo, hi, p["path"]])
     if rows:
         print()
         _print_table(rows, ["#", "pairs", "bytes", "min key", "max key", "path"])
