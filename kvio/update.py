@@ -24,20 +24,127 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .byteslike import as_bytes
-from .committer import Job
+from .committer import Job, JobContext, TaskAttempt
 from .config import Config
-from .errors import ConcurrentCommitError, WriterClosedError
+from .errors import ConcurrentCommitError, KvioError, WriterClosedError
 from .format.partition_reader import SCHEMA
 from .sorting import Deduper, ExternalSorter, spill_root
 from .writer import SortedPairWriter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StoreUpdate"]
+__all__ = ["StoreUpdate", "encode_ops", "write_op_batches", "write_ops_task"]
 
 #: Operations travel through the sorter as (key, op byte + value).
 _SET, _DEL = b"\x01", b"\x00"
 _BATCH_BYTES = 1 << 20
+
+
+def encode_ops(keys: pa.Array, values: pa.Array, deleted: pa.Array, store: str | None = None
+               ) -> pa.RecordBatch:
+    """Rows of keys, values and a delete flag as operations (:data:`SCHEMA` batches whose value
+    is an op byte and the value), the form :func:`write_op_batches` reads once sorted.
+
+    Args:
+        keys: binary or string keys (no nulls).
+        values: binary or string values; may be null where ``deleted`` is true.
+        deleted: booleans; true deletes the key (null counts as false).
+        store: the store, for error messages.
+
+    Returns:
+        The operations, in the rows' order.
+
+    Raises:
+        KvioError: a null key, or a null value in a row that does not delete.
+    """
+    deleted = pc.fill_null(deleted, False)
+    keys = keys.cast(pa.large_binary())
+    values = values.cast(pa.large_binary())
+    if keys.null_count:
+        raise KvioError("a key is null", store=store)
+    if values.null_count and pc.any(pc.and_(pc.invert(deleted), pc.is_null(values))).as_py():
+        raise KvioError("a value is null in a row that does not delete its key", store=store)
+    binary = pa.large_binary()
+    values = pc.if_else(deleted, pa.scalar(b"", binary), values)
+    ops = pc.if_else(deleted, pa.scalar(_DEL, binary), pa.scalar(_SET, binary))
+    return pa.record_batch([keys, pc.binary_join_element_wise(ops, values, pa.scalar(b"", binary))],
+                           schema=SCHEMA)
+
+
+def write_op_batches(batches: Iterable[pa.RecordBatch], values: SortedPairWriter,
+                     tombstones: SortedPairWriter) -> None:
+    """Sorted, de-duplicated operations (see :func:`encode_ops`) into a value writer and a
+    tombstone writer.
+
+    Args:
+        batches: operations in strictly increasing key order.
+        values: receives the keys set, with their values.
+        tombstones: a tombstone writer; receives the keys deleted.
+
+    Raises:
+        KeyOrderError, PairTooLargeError: from the writers.
+    """
+    binary = pa.large_binary()
+    for batch in batches:
+        ops = pc.binary_slice(batch.column(1), 0, 1)
+        is_set = pc.equal(ops, pa.scalar(_SET, binary))
+        sets = batch.filter(is_set)
+        if sets.num_rows:
+            # (an explicit stop: binary_slice overflows on huge ones in pyarrow 26)
+            longest = pc.max(pc.binary_length(sets.column(1))).as_py()
+            stripped = pc.binary_slice(sets.column(1), 1, longest + 1)
+            values.put_many(pa.record_batch([sets.column(0), stripped], schema=SCHEMA))
+        dels = batch.filter(pc.invert(is_set)).column(0)
+        if len(dels):
+            empty = pa.array([b""] * len(dels), binary)
+            tombstones.put_many(pa.record_batch([dels, empty], schema=SCHEMA))
+
+
+def write_ops_task(ctx: JobContext, task_id: int, batches: Iterable[pa.RecordBatch], *,
+                   duplicates: str = "error", sort_memory: int | None = None,
+                   spill_dir: str | None = None) -> tuple[dict[str, Any], int]:
+    """One engine task of an append job that sets and deletes: its operations (from
+    :func:`encode_ops`, any order) sorted with bounded memory, equal keys settled by
+    ``duplicates``, written as a value file and a tombstone file of one attempt.
+
+    Args:
+        ctx: the job's context (mode append).
+        task_id: this task's id.
+        batches: the task's operations, any order.
+        duplicates: ``error``, ``first`` or ``last`` (in arrival order).
+        sort_memory: sort buffer bytes (default ``kvio.sort.memory``).
+        spill_dir: where sorted runs go (default ``kvio.sort.spill.dir`` or the temp dir).
+
+    Returns:
+        The task's commit message and the number of rows written (sets and deletes).
+
+    Raises:
+        KeyOrderError: a duplicate key with ``duplicates="error"``.
+        KvioError: a write failure (the attempt's files are removed).
+    """
+    conf = Config(ctx.conf)
+    attempt = TaskAttempt(ctx, task_id)
+    writers = [SortedPairWriter(attempt), SortedPairWriter(attempt, tombstones=True)]
+    dedupe = Deduper(duplicates, ctx.uri)
+    memory = conf.sort_memory if sort_memory is None else sort_memory
+    try:
+        with ExternalSorter(memory, spill_root(spill_dir or conf.sort_spill_dir)) as sorter:
+            for batch in batches:
+                sorter.add(batch)
+
+            def final() -> Iterator[pa.RecordBatch]:
+                for chunk in [*sorter.merged(), None]:
+                    out = dedupe.push(chunk) if chunk is not None else dedupe.take_held()
+                    if out is not None and out.num_rows:
+                        yield out
+            write_op_batches(final(), writers[0], writers[1])
+        writers[1].close()  # first: the attempt's message (writers[0].close) then lists both
+        message = writers[0].close()
+    except BaseException:
+        for w in writers:
+            w.discard()
+        raise
+    return message, writers[0].count + writers[1].count
 
 
 class StoreUpdate:
@@ -169,19 +276,7 @@ class StoreUpdate:
         writers: list[SortedPairWriter] = []
         try:
             writers = [SortedPairWriter(job.task(0)), SortedPairWriter(job.task(1), tombstones=True)]
-            for batch in self._read_ops(path):
-                ops = pc.binary_slice(batch.column(1), 0, 1)
-                is_set = pc.equal(ops, pa.scalar(_SET, pa.large_binary()))
-                sets = batch.filter(is_set)
-                if sets.num_rows:
-                    # (an explicit stop: binary_slice overflows on huge ones in pyarrow 26)
-                    longest = pc.max(pc.binary_length(sets.column(1))).as_py()
-                    values = pc.binary_slice(sets.column(1), 1, longest + 1)
-                    writers[0].put_many(pa.record_batch([sets.column(0), values], schema=SCHEMA))
-                dels = batch.filter(pc.invert(is_set)).column(0)
-                if len(dels):
-                    empty = pa.array([b""] * len(dels), pa.large_binary())
-                    writers[1].put_many(pa.record_batch([dels, empty], schema=SCHEMA))
+            write_op_batches(self._read_ops(path), writers[0], writers[1])
             messages = [w.close() for w in writers]
             record = job.commit(messages, num_tasks=2, op="update")
         except BaseException:

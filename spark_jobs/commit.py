@@ -51,6 +51,8 @@ def finish_job(job: Job, tasks: Sequence[dict[str, Any] | None],
             tasks = [{**t, "task_id": last - t["task_id"]} for t in complete]
     if job.ctx.mode == "append" and job.ctx.base_version is not None:
         count = None  # the committer carries the base version's partitions in
+    if any(p.get("tombstones") for t in tasks if t is not None for p in t["partitions"]):
+        count = None  # tombstone rows are not keys (deleteColumn)
     return job.commit(list(tasks), num_tasks=len(tasks), count=count)
 
 

@@ -26,6 +26,9 @@ Write options:
   duplicates           error (default) | first | last, in the DataFrame's row order
   keyColumn, valueColumn  the columns to write (default key and value); other columns are an
                        error unless these are given
+  deleteColumn         with writeMode/mode append: a boolean column; true deletes the key
+                       (its value may be null), false or null sets it; upserts and deletes
+                       publish as one version (tombstones, docs/FORMAT.md §3.8)
   sortMemory           bytes a task sorts in memory before spilling a run (default 256MB)
   spillDir             local directory for sort runs (default: Spark's local dir)
   kvio.*, storage.<name>  as above
@@ -70,7 +73,7 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import BinaryType, DataType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, BooleanType, DataType, StringType, StructField, StructType
 
 from kvio import keyranges, pins, versions
 from kvio.committer import MODES, Job, JobContext
@@ -81,6 +84,7 @@ from kvio.keyranges import ALL, NOTHING, Range
 from kvio.plan import Piece, Split, read_version_split
 from kvio.system import KeyValueSystem
 from kvio.task_writer import DUPLICATES, write_task
+from kvio.update import encode_ops, write_ops_task
 
 from .commit import finish_job
 from .scan import OutputBatches
@@ -308,8 +312,9 @@ class KvStoreWriter(DataSourceArrowWriter):
     with a pickled copy, ``commit``/``abort`` on the driver with another."""
 
     def __init__(self, ctx: dict[str, Any], key_column: str, value_column: str, duplicates: str,
-                 sort_memory: int, spill_dir: str | None):
+                 sort_memory: int, spill_dir: str | None, delete_column: str | None = None):
         self.ctx = ctx
+        self.delete_column = delete_column
         self.key_column = key_column
         self.value_column = value_column
         self.duplicates = duplicates
@@ -320,6 +325,14 @@ class KvStoreWriter(DataSourceArrowWriter):
         from pyspark import TaskContext
         task = TaskContext.get()
         task_id = task.partitionId() if task is not None else 0
+        if self.delete_column is not None:
+            ctx = JobContext.from_json(self.ctx)
+            ops = (encode_ops(b.column(self.key_column), b.column(self.value_column),
+                              b.column(self.delete_column), ctx.uri)
+                   for b in iterator if b.num_rows)
+            message, rows = write_ops_task(ctx, task_id, ops, duplicates=self.duplicates,
+                                           sort_memory=self.sort_memory, spill_dir=self.spill_dir)
+            return KvStoreCommitMessage(message, rows)
         message, rows = write_task(JobContext.from_json(self.ctx), task_id, iterator,
                                    key_column=self.key_column, value_column=self.value_column,
                                    duplicates=self.duplicates, sort_memory=self.sort_memory,
@@ -340,11 +353,21 @@ def check_write_schema(schema: StructType, options: Mapping[str, str]) -> tuple[
     value_column = options.get("valueColumn", "value")
     names = schema.fieldNames()
     explicit = "keyColumn" in options or "valueColumn" in options
+    delete_column = options.get("deleteColumn")
+    if delete_column is not None:
+        if delete_column not in names:
+            raise KvioError(f"the DataFrame has no column {delete_column!r} named by the option "
+                            f"deleteColumn (columns: {names})")
+        if not isinstance(schema[delete_column].dataType, BooleanType):
+            raise KvioError(f"deleteColumn {delete_column!r} has type "
+                            f"{schema[delete_column].dataType.simpleString()}; it must be boolean "
+                            "(true deletes the key)")
     for what, name in (("key", key_column), ("value", value_column)):
         if name not in names:
             raise KvioError(f"the DataFrame has no {what} column {name!r} (columns: {names}); "
                             f"rename one, or name it with the option {what}Column")
-    if not explicit and sorted(names) != sorted({key_column, value_column}):
+    wanted = {key_column, value_column} | ({delete_column} if delete_column else set())
+    if not explicit and sorted(names) != sorted(wanted):
         raise KvioError(f"the DataFrame has columns {names}; a kvstore holds a key and a value "
                         "column: select them first (df.select('key', 'value')) or name them with "
                         "the options keyColumn and valueColumn")
@@ -367,10 +390,14 @@ def _writer(options: Mapping[str, str], schema: StructType, overwrite: bool) -> 
     mode = _choice(options, "writeMode", MODES, "overwrite" if overwrite else "append")
     duplicates = _choice(options, "duplicates", DUPLICATES, "error")
     sort_memory = _size(options, "sortMemory", 256 << 20)
+    delete_column = options.get("deleteColumn") or None
+    if delete_column is not None and mode != "append":
+        raise KvioError(f"the option deleteColumn deletes keys from the current version: it "
+                        f"needs mode append, not {mode!r}", store=uri)
     job = Job.setup(uri, mode=mode, conf=_kvio_conf(options),
                     storage_options=_storage_options(options))
     return KvStoreWriter(job.ctx.to_json(), key_column, value_column, duplicates, sort_memory,
-                         options.get("spillDir") or None)
+                         options.get("spillDir") or None, delete_column)
 
 
 # ---- the source -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from pyspark.errors import PySparkException
 from pyspark.sql import Row
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, BooleanType, StringType, StructField, StructType
 
 import kvio
 import spark_jobs
@@ -178,3 +178,34 @@ def test_conf_and_bad_options(spark, tmp_path):
         df.write.format("kvstore").mode("overwrite").option("kvio.nope", "1").save(uri)
     with pytest.raises(kvio.KvioError, match="unknown write mode"):
         spark_jobs.write_store(df, uri, mode="merge")
+
+
+def test_append_with_delete_column_upserts_and_deletes_in_one_publish(spark, tmp_path):
+    """.option("deleteColumn", ...): true deletes the key (value may be null), false sets it;
+    one new version; keys spread over several Spark partitions; deleting absent keys is fine;
+    without mode append the option is refused."""
+    uri = str(tmp_path / "s")
+    base = [(b"k%03d" % i, b"old") for i in range(60)]
+    frame(spark, base).write.format("kvstore").mode("overwrite").save(uri)
+    schema = StructType([StructField("key", BinaryType()), StructField("value", BinaryType()),
+                         StructField("deleted", BooleanType())])
+    rows = [(b"k%03d" % i, None if i % 4 == 0 else b"new", i % 4 == 0) for i in range(40, 90)]
+    frame(spark, rows, partitions=3, schema=schema).write.format("kvstore").mode("append") \
+        .option("deleteColumn", "deleted").save(uri)
+    model = dict(base)
+    for k, v, d in rows:
+        if d:
+            model.pop(k, None)
+        else:
+            model[k] = v
+    assert dict(store_items(uri)) == model
+    with kvio.KeyValueSystem().open_store(uri) as reader:
+        assert reader.get(b"k040") is None and reader.get(b"k041") == b"new"
+        assert len(reader) == len(model) and reader.commit.op == "append"
+        assert any(p.tombstones for p in reader.manifest.partitions)
+    read = spark.read.format("kvstore").load(uri)
+    assert read.count() == len(model) and read.filter(F.col("key") == b"k044").count() == 0
+    with pytest.raises(PySparkException, match="needs mode append"):
+        frame(spark, rows, schema=schema).write.format("kvstore").mode("overwrite") \
+            .option("deleteColumn", "deleted").save(uri)
+    assert dict(store_items(uri)) == model
