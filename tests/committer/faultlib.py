@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 
-from kvio import KeyValueSystem, committer, versions
+from kvio import KeyValueSystem, versions
+from kvio import rollback as rollback_module
 from kvio.committer import Job, JobContext, TaskAttempt
 from kvio.format.partition_writer import PartitionWriter
 from kvio.fs import FileIO
@@ -265,7 +266,7 @@ def install_kill_points() -> None:
     _wrap(versions, "publish_commit", before="before publish_commit", after="after publish_commit",
           phase="pointer swap", phase_after="after publish")
     _wrap(versions, "collect_garbage", phase="garbage collection")
-    _wrap(committer, "rollback", phase="rollback")
+    _wrap(rollback_module, "rollback", phase="rollback")
 
 
 def main() -> None:
