@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # What setup.cfg needs to build (copied, so the build leaves nothing in the shared checkout).
 SOURCES = ["setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in", "conf", "kvio",
            "spark_jobs", "mr_jobs", "pyspark_kvio.py"]
-DEV_TOOLS = {"pytest", "hypothesis", "psutil", "lmdb", "pyinstrument", "ruff", "mypy"}
+DEV_TOOLS = {"pytest", "hypothesis", "psutil", "lmdb", "pyinstrument", "ruff", "mypy",
+             "redis[hiredis]"}  # redis: the serving benchmark's reference
 
 
 @pytest.fixture(scope="module")
