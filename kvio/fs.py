@@ -580,19 +580,34 @@ class FileIO:
 TMP_PREFIX = ".tmp-"
 
 
+class _RemovalFailed(Exception):
+    """Carries an OSError out of shutil.rmtree: not an OSError itself, because Python 3.13's
+    rmtree catches OSErrors raised by its error handler and reports them again for the
+    directory, losing the name of the file that failed."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error)
+        self.error = error
+
+
 def _rmtree_naming_paths(path: str) -> None:
     """shutil.rmtree, raising errors that carry the full path of the entry that failed."""
     def failed(_func: Any, where: str, exc: BaseException) -> None:
         if isinstance(exc, FileNotFoundError):
             return  # removed by someone else meanwhile: the goal is reached
         if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror or str(exc), where) from exc
+            error = OSError(exc.errno, exc.strerror or str(exc), where)
+            error.__cause__ = exc
+            raise _RemovalFailed(error)
         raise exc
 
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=failed)
-    else:
-        shutil.rmtree(path, onerror=lambda func, where, info: failed(func, where, info[1]))
+    try:
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=failed)
+        else:
+            shutil.rmtree(path, onerror=lambda func, where, info: failed(func, where, info[1]))
+    except _RemovalFailed as removal:
+        raise removal.error from removal.error.__cause__
 
 
 def check_same_device(io: FileIO, a_rel: str, b_rel: str) -> bool:

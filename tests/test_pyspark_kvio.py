@@ -46,8 +46,8 @@ def _import_with_broken(tmp_path: Path, broken: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.spark  # needs pyspark (the Python 3.13 leg of scripts/test has no Spark)
 def test_the_real_source_when_everything_imports(tmp_path):
-    pytest.importorskip("pyspark.sql.datasource")
     out = _import_with_broken(tmp_path, {})
     assert out == {"has_source": True, "is_data_source": True, "name": "kvstore", "real": True}
 
@@ -58,8 +58,8 @@ def test_the_real_source_when_everything_imports(tmp_path):
     ("pyarrow", "raise ImportError('pyarrow broken on purpose')\n"),
     ("spark_jobs", "def broken(:\n"),  # a SyntaxError
 ])
+@pytest.mark.spark
 def test_a_broken_kvio_gives_a_stand_in_that_names_the_problem(tmp_path, module, source):
-    pytest.importorskip("pyspark.sql.datasource")
     out = _import_with_broken(tmp_path, {module: source})
     assert out["has_source"] and out["is_data_source"] and out["name"] == "kvstore"
     assert not out["real"]
