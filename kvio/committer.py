@@ -24,6 +24,7 @@ higher priority: on a duplicate key the appended value wins).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io as _io
 import logging
@@ -165,11 +166,14 @@ def _repair_base(io: FileIO) -> versions.StoreState:
 def _create_staging(io: FileIO, ctx: JobContext) -> None:
     """Create the store's directories, the job's staging directory and the marker, recording
     in ``ctx.created`` what this job created (its abort removes that again if unused)."""
+    # ctx.created is kept up to date at every step, so an abort after an interruption (Ctrl-C
+    # lands between any two bytecodes) still knows what to remove.
     created: set[str] = set()
     for _ in range(10):
         for rel in ("", layout.STAGING, layout.VERSIONS):
             if io.create_dir(rel):
                 created.add(rel)
+                ctx.created = sorted(created)
         try:
             io.mkdir(layout.staging_dir(ctx.job_id))
             break
@@ -259,9 +263,17 @@ class Job:
                          conf=dict(conf or {}), storage_options=dict(storage_options or {}),
                          skip=skip, base_version=state.version if state.live else None,
                          base_damaged=repair)
-        if not skip:
+        if skip:
+            return cls(ctx)
+        try:
             _create_staging(io, ctx)
-        return cls(ctx)
+            return cls(ctx)
+        except BaseException:
+            # Failed or interrupted (Ctrl-C) after creating directories: the caller never gets
+            # the job to abort, so undo what this job created here.
+            with contextlib.suppress(Exception):
+                cls(ctx).abort()
+            raise
 
     def task(self, task_id: int, attempt_id: str | int | None = None) -> TaskAttempt:
         return TaskAttempt(self.ctx, task_id, attempt_id)
@@ -464,6 +476,15 @@ class Job:
         published version, so it is safe after a commit that raised or even succeeded."""
         if self.ctx.skip:
             return
+        try:
+            self._abort()
+        except KeyboardInterrupt:
+            # Ctrl-C while cleaning up after an earlier failure (it often arrives then): the
+            # cleanup is short and idempotent, so finish it, then let the interrupt through.
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
         # A straggling attempt of a failed task (Spark, Hadoop) may create a file while the
         # tree is being removed, making the removal fail with "directory not empty". Retry
         # until the job dir is gone: after that no attempt can write (dirs are never recreated).

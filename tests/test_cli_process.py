@@ -232,3 +232,19 @@ def test_output_encoding_without_the_characters(tmp_path):
     proc = subprocess.run(kvio_argv("info", uri), cwd=REPO, env=env, capture_output=True,
                           timeout=120)
     assert proc.returncode == 0 and b"\\xc3\\xa9" in proc.stdout, proc.stderr
+
+
+def test_import_reads_a_fifo(tmp_path):
+    """A named pipe (or process substitution, /dev/stdin) is a file to read, not to seek:
+    fsspec's local file seeks on open, so kvio opens local paths with Python's own open."""
+    fifo = tmp_path / "input.fifo"
+    os.mkfifo(fifo)
+    uri = tmp_path / "s"
+    proc = subprocess.Popen(kvio_argv("import", fifo, uri, "--format", "tsv"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(fifo, "w") as writer:
+        writer.write("b\t1\na\t2\n")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with KeyValueSystem().open_store(str(uri)) as reader:
+        assert list(reader.items()) == [(b"a", b"2"), (b"b", b"1")]

@@ -29,6 +29,12 @@ def _open_input(src: str):
     if src == "-":
         yield sys.stdin.buffer  # not ours to close
         return
+    if not is_url(src):
+        # Python's own open for local paths: it reads FIFOs and devices (process
+        # substitution, /dev/stdin), which fsspec's local file refuses because it seeks.
+        with open(src, "rb") as handle:
+            yield handle
+        return
     fs, path = filesystem_for(src)
     with fs.open(path, "rb") as handle:
         yield handle

@@ -22,7 +22,7 @@ from typing import Any
 from .output import PROG
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
-GRACE_SECONDS = 2.0
+GRACE_SECONDS = 5.0  # long enough for a loaded machine to run the handler; still prompt
 MESSAGE = f"{PROG}: interrupted"
 
 
