@@ -145,3 +145,16 @@ def decode_block(raw: bytes, n: int) -> tuple[list[bytes], list[bytes]]:
     assert vd + pad8(int(voffs[-1])) == len(raw)
     return keys, values
 
+
+
+def require_module(name: str, reason: str):
+    """Import ``name`` for a test module, or skip it with ``reason`` — except in CI
+    (``CI=true``), where the project's own scripts install every extra, so a missing module is
+    a failure, never a silent skip."""
+    import importlib
+    import os
+
+    import pytest
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=reason)

@@ -16,8 +16,9 @@ from kvio.config import Config
 from kvio.connect import namenode_address
 from kvio.errors import ConfigError, FilesystemUnreachableError
 from kvio.fs import FileIO
+from tests.helpers import require_module
 
-pytest.importorskip("hdfs_native")
+require_module("hdfs_native", "the hdfs extra (kvio[hdfs]) is not installed")
 REPO = Path(__file__).resolve().parents[1]
 # A generous bound for a command that must end by itself (not a timing measurement: without
 # the fix these commands take about three minutes, or never end).

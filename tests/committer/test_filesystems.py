@@ -18,6 +18,7 @@ from kvio import fs as kvfs
 from kvio.committer import Job
 from kvio.errors import FilesystemUnreachableError
 from kvio.fs import FileIO, detect_capability
+from tests.helpers import require_module
 
 
 class ObjectStoreLike(MemoryFileSystem):
@@ -79,7 +80,7 @@ def test_an_object_store_is_refused_unless_the_user_opts_in():
 
 
 def test_hdfs_native_is_detected_and_uses_its_no_overwrite_rename():
-    hdfs_native_fsspec = pytest.importorskip("hdfs_native.fsspec")
+    hdfs_native_fsspec = require_module("hdfs_native.fsspec", "the hdfs extra (kvio[hdfs]) is not installed")
     # Constructing the client does not contact the NameNode, so this runs without a cluster.
     io = FileIO("hdfs://127.0.0.1:1/data/store ü")
     # fsspec's hdfs:// is hdfs-native (the only filesystem detected as HDFS_NOREPLACE)

@@ -10,10 +10,11 @@ import pyarrow as pa
 import pytest
 
 import kvio
+from tests.helpers import require_module
 
 from .conftest import HOSTILE_KEYS, pkey
 
-pytest.importorskip("starlette", reason="the server extra (kvio[serve]) is not installed")
+require_module("starlette", "the server extra (kvio[serve]) is not installed")
 
 ARROW = "application/vnd.apache.arrow.stream"
 

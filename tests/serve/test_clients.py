@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 import kvio
+from tests.helpers import require_module
 
 from .conftest import Server
 
-pytest.importorskip("starlette", reason="the server extra (kvio[serve]) is not installed")
+require_module("starlette", "the server extra (kvio[serve]) is not installed")
 
 CLIENTS = Path(__file__).resolve().parents[2] / "examples" / "clients"
 TOKEN = "client-test-token"

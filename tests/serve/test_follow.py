@@ -10,10 +10,11 @@ import time
 import pytest
 
 import kvio
+from tests.helpers import require_module
 
 from .conftest import Server, start_server
 
-pytest.importorskip("starlette", reason="the server extra (kvio[serve]) is not installed")
+require_module("starlette", "the server extra (kvio[serve]) is not installed")
 
 INTERVAL = "0.1"  # kvio.follow.interval of these servers, seconds
 DEADLINE = 60.0  # polls end as soon as the condition holds

@@ -13,10 +13,11 @@ import pyarrow as pa
 import pytest
 
 import kvio
+from tests.helpers import require_module
 
 from .conftest import HOSTILE_KEYS, Server, free_port, pkey
 
-uvicorn = pytest.importorskip("uvicorn", reason="the server extra (kvio[serve]) is not installed")
+uvicorn = require_module("uvicorn", "the server extra (kvio[serve]) is not installed")
 
 
 @pytest.fixture

@@ -17,10 +17,11 @@ import time
 import pytest
 
 import kvio
+from tests.helpers import require_module
 
 from .conftest import pkey, start_server
 
-pytest.importorskip("starlette", reason="the server extra (kvio[serve]) is not installed")
+require_module("starlette", "the server extra (kvio[serve]) is not installed")
 
 
 @pytest.fixture

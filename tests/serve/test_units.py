@@ -10,8 +10,9 @@ import pytest
 
 from kvio import ConfigError, InvalidArgumentError, KvioError
 from kvio.config import Config
+from tests.helpers import require_module
 
-pytest.importorskip("starlette", reason="the server extra (kvio[serve]) is not installed")
+require_module("starlette", "the server extra (kvio[serve]) is not installed")
 
 from kvio.serve import codec  # noqa: E402
 from kvio.serve.errors import ApiError  # noqa: E402
