@@ -34,6 +34,7 @@ from .errors import (
     ReaderClosedError,
     StoreNotFoundError,
 )
+from .mapping import GetMapping
 from .near_cache import MISS, CacheStats, NearCache
 from .reader import _key
 
@@ -49,7 +50,7 @@ def _pct(key: bytes) -> str:
     return quote_from_bytes(key, safe="")
 
 
-class RemoteStore(Mapping):
+class RemoteStore(GetMapping):
     """A store served by ``kvio serve``, read over HTTP (see :func:`connect`)."""
 
     def __init__(self, url: str, name: str, *, token: str | None = None, cache_bytes: int = 0,
@@ -233,15 +234,6 @@ class RemoteStore(Mapping):
                     return default if value is None else value
         value = self._fetch(key)
         return default if value is None else value
-
-    def __getitem__(self, key: Any) -> bytes:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
 
     def get_many(self, keys: Any, default: Any = None) -> list:
         """Values (or ``default``) for many keys, in input order, all from one version: one

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +29,7 @@ from .config import Config
 from .errors import CorruptStoreError, ReaderClosedError, StoreNotFoundError
 from .format.commit_record import CommitRecord
 from .keyranges import Range
+from .mapping import GetMapping
 from .reader import StoreReader, _ranges
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class _Held:
         self.closed = False
 
 
-class LiveStore(Mapping):
+class LiveStore(GetMapping):
     """The current version of a store, following new publishes, as a read-only
     ``Mapping[bytes, bytes]`` with the read API of :class:`~kvio.reader.StoreReader`.
 
@@ -320,15 +321,6 @@ class LiveStore(Mapping):
         """Values (or ``default``) for many keys, all from one version."""
         with self.snapshot() as reader:
             return reader.get_many(keys, default)
-
-    def __getitem__(self, key: Any) -> bytes:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
 
     def __len__(self) -> int:
         with self.snapshot() as reader:

@@ -11,7 +11,7 @@ import sys
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from itertools import repeat
 from typing import Any
 
@@ -28,6 +28,7 @@ from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, TOMBSTONE, PartitionReader
 from .fs import FileIO
 from .keyranges import Range, prefix_successor
+from .mapping import GetMapping
 from .pins import Pin
 from .plan import ReadPlanner, Split, read_split
 
@@ -104,7 +105,7 @@ class _Values(ValuesView):
         return any(v == value for v in self)
 
 
-class StoreReader(Mapping):
+class StoreReader(GetMapping):
     """A published version of a store as a read-only ``Mapping[bytes, bytes]``.
 
     Partition files are opened on first use (memory-mapped on local disk, small ranged reads
@@ -257,15 +258,6 @@ class StoreReader(Mapping):
                     found.add(p)
             pending = [p for p in pending if p not in found]
         return out
-
-    def __getitem__(self, key) -> bytes:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
-
-    def __contains__(self, key) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
 
     def __len__(self) -> int:
         self._check_open()
