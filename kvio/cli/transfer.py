@@ -38,14 +38,24 @@ def _parse_tsv_line(line: bytes, encoding: str) -> tuple[bytes, bytes]:
     return decode_text(fields[0], encoding), decode_text(fields[1], encoding)
 
 
-def _parse_jsonl_line(line: bytes, encoding: str, key_col: str,
-                      value_col: str) -> tuple[bytes, bytes]:
+def json_object(line: bytes) -> dict[str, Any]:
+    """One JSON-lines record, which must be an object.
+
+    Raises:
+        ValueError: not JSON, or not an object (the caller names the file and line).
+    """
     try:
         doc = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(doc, dict):
         raise ValueError("expected a JSON object")
+    return doc
+
+
+def _parse_jsonl_line(line: bytes, encoding: str, key_col: str,
+                      value_col: str) -> tuple[bytes, bytes]:
+    doc = json_object(line)
     out = []
     for col in (key_col, value_col):
         field = doc.get(col)

@@ -6,7 +6,6 @@ compact rewrites the current version without tombstones (:meth:`KeyValueSystem.c
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from ..update import StoreUpdate
 from .encoding import decode_text
 from .files import _open_input, _UsageError
 from .output import _print_json, _progress
+from .transfer import json_object
 
 __all__ = ["add_update_commands"]
 
@@ -75,12 +75,7 @@ def _parse_op(line: bytes, fmt: str, encoding: str) -> tuple[str, bytes, bytes |
             raise ValueError(f"{op} takes {want} tab-separated fields, found {len(fields)}")
         key = decode_text(fields[1], encoding)
         return op, key, decode_text(fields[2], encoding) if op == "set" else None
-    try:
-        doc = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(doc, dict):
-        raise ValueError("expected a JSON object")
+    doc = json_object(line)
     kind = doc.get("op")
     if kind not in ("set", "del"):
         raise ValueError(f"unknown op {kind!r} (use set or del)")
