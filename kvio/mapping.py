@@ -3,6 +3,7 @@
 second lookup."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,8 +14,10 @@ MISSING: Any = object()
 class GetMapping(Mapping):
     """A Mapping whose ``__getitem__`` and ``__contains__`` are one ``get(key, MISSING)``."""
 
-    def get(self, key: Any, default: Any = None) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key`` or ``default``. Subclasses must define it: Mapping's own
+        ``get`` calls ``[]``, which here calls ``get``."""
 
     def __getitem__(self, key: Any) -> bytes:
         value = self.get(key, MISSING)
