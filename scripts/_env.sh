@@ -18,6 +18,6 @@ fi
 echo ">> installing kvio and its dependencies into $VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 # kvio[all] is what users get; scripts/test adds dev (test, benchmark, lint and type tools).
-"$VENV/bin/python" -m pip install --quiet -e "$ROOT[${KVIO_EXTRAS:-all}]"
+"$VENV/bin/python" -m pip install --quiet -c "$ROOT/scripts/constraints.txt" -e "$ROOT[${KVIO_EXTRAS:-all}]"
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -58,3 +58,21 @@ def fs_root(request, tmp_path):
             fs.rm(f"/{name}", recursive=True)
         if fs.exists("/kvio-tests") and not fs.ls("/kvio-tests"):
             fs.rmdir("/kvio-tests")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback for the whole session (tests/objectstores.py)."""
+    from tests.objectstores import start_s3_server
+    server = start_s3_server()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """Azurite's blob service on loopback for the whole session (tests/objectstores.py)."""
+    from tests.objectstores import start_azurite
+    server = start_azurite()
+    yield server
+    server.stop()

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in", "conf", "kvio",
            "spark_jobs", "mr_jobs", "pyspark_kvio.py"]
 DEV_TOOLS = {"pytest", "hypothesis", "psutil", "lmdb", "pyinstrument", "ruff", "mypy",
-             "redis[hiredis]"}  # redis: the serving benchmark's reference
+             "redis[hiredis]",  # redis: the serving benchmark's reference
+             "moto[server]"}  # moto: the S3 server of the object-store tests
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +65,15 @@ def test_top_level_names_and_data_files(wheel):
 
 def test_extras(wheel):
     requires, extras = _metadata(wheel)
-    assert set(extras) == {"spark", "mr", "hdfs", "serve", "all", "dev"}
+    assert set(extras) == {"spark", "mr", "hdfs", "serve", "sql", "s3", "azure", "gcs", "all",
+                           "dev"}
 
     def extra(name: str) -> list[str]:
         return [r.split(";")[0].strip() for r in requires if f'extra == "{name}"' in r]
 
-    assert extra("all") == ["kvio[hdfs,mr,serve,spark]"]
-    assert not any(r.startswith(tuple(DEV_TOOLS)) for e in ("spark", "mr", "hdfs", "serve")
-                   for r in extra(e))
+    assert extra("all") == ["kvio[azure,hdfs,mr,s3,serve,spark,sql]"]
+    user_extras = ("spark", "mr", "hdfs", "serve", "sql", "s3", "azure", "gcs")
+    assert not any(r.startswith(tuple(DEV_TOOLS)) for e in user_extras for r in extra(e))
     assert {r.split(">")[0].split("=")[0] for r in extra("dev")} == DEV_TOOLS
     (pipes,) = [r for r in requires if r.startswith("standard-pipes")]
     assert 'python_version >= "3.13"' in pipes and 'extra == "mr"' in pipes
