@@ -111,3 +111,8 @@ class VersionNotRetainedError(StoreNotFoundError):
 class FilesystemUnreachableError(KvioError):
     """A remote filesystem (an HDFS NameNode) refused the connection or did not answer within
     ``kvio.fs.connect.timeout``."""
+
+
+class DatabaseError(KvioError):
+    """A SQL database (kvio.sql) refused an operation or could not be reached; the message names
+    the database URL (never its password) and the table."""
