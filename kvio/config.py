@@ -111,6 +111,10 @@ class Config:
         self.cache_blocks = typed("kvio.read.cache.blocks", int)
         self.open_partitions = typed("kvio.read.open.partitions", int)
         self.merge_bytes = typed("kvio.read.merge.bytes", parse_size)
+        self.overlay_keys = typed("kvio.read.overlay.keys", int)
+        self.compact_max_layers = typed("kvio.compact.max.layers", int)
+        self.compact_size_ratio = typed("kvio.compact.size.ratio", float)
+        self.compact_auto_max_bytes = typed("kvio.compact.auto.max.bytes", parse_size)
         self.versions_retain = typed("kvio.versions.retain", int)
         self.allow_non_atomic = typed("kvio.commit.allow.non.atomic", parse_bool)
         self.staging_max_age = typed("kvio.staging.max.age", parse_duration)
@@ -133,6 +137,9 @@ class Config:
             raise ConfigError("kvio.partition.size.max must be >= 1KB and kvio.block.size >= 64B")
         if self.open_partitions < 1 or self.merge_bytes < 1:
             raise ConfigError("kvio.read.open.partitions and kvio.read.merge.bytes must be at least 1")
+        if self.overlay_keys < 0 or self.compact_max_layers < 0 or self.compact_size_ratio < 0:
+            raise ConfigError("kvio.read.overlay.keys, kvio.compact.max.layers and "
+                              "kvio.compact.size.ratio must not be negative")
         if self.sort_memory < 64 * 1024:
             raise ConfigError("kvio.sort.memory must be at least 64KB")
         if self.versions_retain < 1:
