@@ -49,6 +49,7 @@ from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import RangeSource
 from .fs import TMP_PREFIX, FileIO, check_same_device
+from .publish import strategy_for
 
 log = logging.getLogger(__name__)
 ABORT_RETRY_SECONDS = 30.0
@@ -109,15 +110,18 @@ class TaskAttempt:
         self.name = layout.attempt_dir_name(self.task_id, self.attempt_id)
         self.io = ctx.file_io()
         self.conf = Config(ctx.conf)
-        self.dir = layout.attempt_dir(ctx.job_id, self.name)
+        strategy = strategy_for(self.io)
+        #: the job's directory (store-relative) that partition paths in messages are relative to
+        self.job_dir = strategy.job_dir(ctx.job_id)
+        self.dir = posixpath.join(self.job_dir, self.name)
         self.partitions: list[dict[str, Any]] = []
         self._seq = 0
         if ctx.skip:
             return
         gone = CommitError("job staging directory is gone (job already committed or aborted): "
                            "this attempt cannot write", store=ctx.uri,
-                           file=self.io.path(layout.staging_dir(ctx.job_id)))
-        if not self.io.is_local and not self.io.exists(layout.staging_dir(ctx.job_id)):
+                           file=self.io.path(self.job_dir))
+        if not self.io.is_local and not strategy.job_exists(self.io, ctx.job_id):
             raise gone
         try:
             self.io.mkdir(self.dir)  # local: fails when the job dir is gone
@@ -175,7 +179,7 @@ def _create_staging(io: FileIO, ctx: JobContext) -> None:
                 created.add(rel)
                 ctx.created = sorted(created)
         try:
-            io.mkdir(layout.staging_dir(ctx.job_id))
+            strategy_for(io).open_job(io, ctx.job_id)
             break
         except FileNotFoundError:
             # Another job's failed first write removed the empty directories it had created
@@ -204,7 +208,12 @@ class Job:
         self.ctx = ctx
         self.io = ctx.file_io()
         self.conf = Config(ctx.conf)
+        self.strategy = strategy_for(self.io)
+        self.job_dir = self.strategy.job_dir(ctx.job_id)
         self.committed = False
+        # The commit record's put failed in a way that does not say whether it landed: then
+        # nothing of this job may be deleted (the record may name its files).
+        self._outcome_unknown = False
         self.record: CommitRecord | None = None
         self._carried = 0
 
@@ -282,7 +291,7 @@ class Job:
     def _check_file(self, rel_in_job: str, entry: PartitionEntry, who: str) -> None:
         """The file exists and is the one described: size, footer checksum, count, keys."""
         uri = self.ctx.uri
-        rel = posixpath.join(layout.staging_dir(self.ctx.job_id), rel_in_job)
+        rel = posixpath.join(self.job_dir, rel_in_job)
         try:
             size = self.io.size(rel)
         except FileNotFoundError:
@@ -363,8 +372,7 @@ class Job:
             self._carried += 1
             src_rel = posixpath.join(layout.version_dir(version), entry.path)
             try:
-                self.io.copy_from(src_io, src_rel,
-                                  posixpath.join(layout.staging_dir(self.ctx.job_id), rel_in_job))
+                self.io.copy_from(src_io, src_rel, posixpath.join(self.job_dir, rel_in_job))
             except FileNotFoundError:
                 raise ConcurrentCommitError(
                     f"version {version} was garbage collected while this job copied it (newer "
@@ -408,8 +416,8 @@ class Job:
         if self.record is not None:
             raise CommitError(f"job was already committed (commit {self.record.seq})", store=uri,
                               landed=True)
-        job_dir = layout.staging_dir(ctx.job_id)
-        if not self.io.exists(job_dir):
+        job_dir = self.job_dir
+        if not self.strategy.job_exists(self.io, ctx.job_id):
             own = self._own_commit()
             if own is not None:
                 raise CommitError(f"job was already committed (commit {own.seq})", store=uri,
@@ -437,8 +445,9 @@ class Job:
             versions.ensure_marker(self.io)
             self.io.write_new_file(posixpath.join(job_dir, layout.MANIFEST),
                                    manifest.encode())
-            # Step 1: the job dir becomes a version dir (still invisible: no commit names it).
-            self.io.rename_dir(job_dir, layout.version_dir(ctx.job_id))
+            # Step 1: the job dir becomes a version dir (still invisible: no commit names it);
+            # on object stores it already is one (kvio/publish.py).
+            self.strategy.stage(self.io, ctx.job_id)
         except OSError as exc:
             raise CommitError(f"could not stage the version: {exc}", store=uri, landed=False) from exc
         # Step 2: the commit point. Creating commit base_seq+1 fails if anyone else published.
@@ -450,6 +459,8 @@ class Job:
         except CommitError as exc:
             if exc.landed is False:  # definitely not published: nothing references our files
                 self.io.delete_tree(layout.version_dir(ctx.job_id))
+            else:
+                self._outcome_unknown = True
             if isinstance(exc, ConcurrentCommitError) and ctx.mode == "ignore" \
                     and ctx.base_version is None and versions.read_state(self.io).live:
                 log.info("kvio: %s was created by another job meanwhile; mode=ignore publishes "
@@ -488,7 +499,9 @@ class Job:
         # A straggling attempt of a failed task (Spark, Hadoop) may create a file while the
         # tree is being removed, making the removal fail with "directory not empty". Retry
         # until the job dir is gone: after that no attempt can write (dirs are never recreated).
-        staging = layout.staging_dir(self.ctx.job_id)
+        staging = self.job_dir
+        if staging == layout.version_dir(self.ctx.job_id) and self._maybe_published():
+            return  # written in place and (maybe) named by a commit record: never delete it
         deadline = time.monotonic() + ABORT_RETRY_SECONDS
         while True:
             try:
@@ -501,6 +514,16 @@ class Job:
             time.sleep(0.2)
         if self.ctx.created:
             self._remove_created()
+
+    def _maybe_published(self) -> bool:
+        """Whether a commit record may name this job's version (its files are then a published
+        version's, or may be: keep them)."""
+        if self.record is not None or self._outcome_unknown:
+            return True
+        try:
+            return self._own_commit() is not None
+        except Exception:  # noqa: BLE001 - the log cannot be read: cannot rule it out
+            return True
 
     def _remove_created(self) -> None:
         """After the abort of a job that created (part of) the store: remove what it created,

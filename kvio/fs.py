@@ -13,8 +13,15 @@ step is done depends on what the filesystem can do, detected from its fsspec cla
   the NameNode and fails with FileAlreadyExistsException (FileExistsError) if the target exists.
 * ``memory`` (fsspec's ``memory://``): a process-wide lock makes check-then-move atomic; the
   memory filesystem is private to one process anyway.
-* ``none``: everything else — object stores, WebHDFS (fsspec ignores RENAME's false result) and
-  pyarrow's HadoopFileSystem (Arrow's ``Move`` deletes an existing target file, then renames).
+* ``create-only`` (s3fs, adlfs and gcsfs from 2024.12 on, whose ``pipe_file(mode="create")`` is a
+  conditional put: S3 ``If-None-Match: *``, Azure ``overwrite=False``, GCS
+  ``ifGenerationMatch=0``): a file is published with one create-only whole-object write, which
+  the server refuses when the object exists. There is no rename: a job writes its files
+  straight to their final names and the commit record alone makes them visible
+  (kvio/publish.py).
+* ``none``: everything else — older object-store libraries, plain HTTP, FTP, WebHDFS (fsspec
+  ignores RENAME's false result) and pyarrow's HadoopFileSystem (Arrow's ``Move`` deletes an
+  existing target file, then renames).
   Publishing is refused unless ``kvio.commit.allow.non.atomic`` is set; then a commit record is
   one whole-object write with fsspec's ``mode="create"`` (a conditional put where the backend
   implements it, check-then-write otherwise) and directories move with a plain ``mv``.
@@ -22,17 +29,20 @@ step is done depends on what the filesystem can do, detected from its fsspec cla
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import posixpath
 import re
 import shutil
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import IO, Any
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
@@ -47,8 +57,20 @@ _HDFS_NATIVE_PROTOCOLS = {"hdfs", "viewfs"}
 LOCAL = "local"
 MEMORY = "memory"
 HDFS_NOREPLACE = "hdfs-rename-noreplace"
+CREATE_ONLY = "create-only"
 NONE = "none"
-ATOMIC_CAPABILITIES = frozenset({LOCAL, MEMORY, HDFS_NOREPLACE})
+ATOMIC_CAPABILITIES = frozenset({LOCAL, MEMORY, HDFS_NOREPLACE, CREATE_ONLY})
+#: Filesystem classes whose ``pipe_file(mode="create")`` is a real conditional put, by
+#: (package, class name) -> the first release that sends it. fsspec's base class implements
+#: mode="create" as exists-then-write (not atomic), so nothing else is trusted.
+_CREATE_ONLY_CLASSES = {
+    ("s3fs", "S3FileSystem"): (2024, 12),
+    ("adlfs", "AzureBlobFileSystem"): (2024, 12),
+    ("gcsfs", "GCSFileSystem"): (2024, 12),
+}
+#: S3 answers 409 (ConditionalRequestConflict) when two conditional puts of one key overlap;
+#: s3fs raises it as OSError(EBUSY). The put did not happen: try again.
+_CREATE_CONFLICT_RETRIES = 8
 
 
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -113,6 +135,9 @@ def detect_capability(fs: fsspec.AbstractFileSystem | type) -> tuple[str, str]:
         return MEMORY, "in-process memory filesystem: moves are serialised by a lock"
     if _is_hdfs_native(cls):
         return HDFS_NOREPLACE, "hdfs-native: HDFS rename without OVERWRITE refuses an existing target"
+    create_only = _create_only_support(cls)
+    if create_only is not None:
+        return CREATE_ONLY, create_only
     module = cls.__module__
     if module.startswith("fsspec.implementations.arrow"):
         return NONE, ("pyarrow's filesystems cannot rename without replacing: Arrow's HDFS Move "
@@ -122,7 +147,60 @@ def detect_capability(fs: fsspec.AbstractFileSystem | type) -> tuple[str, str]:
     if protos & {"webhdfs", "swebhdfs"}:
         return NONE, "WebHDFS through fsspec does not report a refused RENAME"
     return NONE, (f"{cls.__name__} ({'/'.join(sorted(protos))}) has no atomic no-clobber rename "
-                  "or conditional create that kvio can rely on (object stores)")
+                  "or conditional create that kvio can rely on (object stores need s3fs, adlfs "
+                  "or gcsfs 2024.12 or newer)")
+
+
+def _release(package: str) -> tuple[int, ...] | None:
+    """The leading numbers of an installed package's version (None when unknown)."""
+    try:
+        text = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    numbers = re.findall(r"\d+", text.split("+")[0])
+    return tuple(int(n) for n in numbers[:3]) if numbers else None
+
+
+def _create_only_protocol(uri: str) -> bool:
+    """Whether the URI's protocol is served by a filesystem class with a create-only write
+    (decided before the filesystem is built, to build it with the right options)."""
+    try:
+        cls = fsspec.get_filesystem_class(uri.split("://", 1)[0])
+    except (ValueError, ImportError):
+        return False
+    return _create_only_support(cls) is not None
+
+
+def _owner_package(cls: type, method: str) -> str | None:
+    """The top-level package of the class in ``cls``'s MRO that defines ``method``."""
+    owner = next((k for k in cls.__mro__ if method in vars(k)), None)
+    return owner.__module__.split(".")[0] if owner is not None else None
+
+
+def _create_only_support(cls: type) -> str | None:
+    """Why ``cls`` has a real create-only write, or None when it has none.
+
+    A class counts when it is (or derives from) one of :data:`_CREATE_ONLY_CLASSES`, its package
+    is at least the listed release, and the ``pipe_file``/``_pipe_file`` it uses are that
+    package's own (a subclass that replaces them, or fsspec's base fallback, is not trusted).
+    """
+    for klass in cls.__mro__:
+        package = klass.__module__.split(".")[0]
+        minimum = _CREATE_ONLY_CLASSES.get((package, klass.__name__))
+        if minimum is None:
+            continue
+        release = _release(package)
+        if release is None or release[:len(minimum)] < minimum:
+            return None
+        # The async coroutine must be the package's own; the sync pipe_file may be fsspec's
+        # (AsyncFileSystem mirrors it onto the coroutine at construction), never a third one's.
+        if _owner_package(cls, "_pipe_file") != package or \
+                _owner_package(cls, "pipe_file") not in (package, "fsspec") or \
+                not issubclass(cls, AsyncFileSystem):
+            return None
+        return (f"{package} {'.'.join(map(str, release))}: pipe_file(mode='create') is a "
+                "conditional put that the server refuses when the object exists")
+    return None
 
 
 class FileIO:
@@ -160,11 +238,16 @@ class FileIO:
             # clears that cache in the child, and dropping a cached hdfs-native client there
             # hangs (seen with mrjob's local runner forking its task pool).
             options.setdefault("skip_instance_cache", True)
+        if is_url(uri) and _create_only_protocol(uri):
+            # Listings cached by the client would hide other processes' commit records and
+            # files (s3fs keeps them forever by default): every listing asks the server.
+            options.setdefault("use_listings_cache", False)
         self._fs, root = filesystem_for(uri, options)
         self.capability, self.capability_reason = detect_capability(self._fs)
         self.is_local = self.capability == LOCAL
         self.is_memory = self.capability == MEMORY
         self.atomic_rename = self.capability == HDFS_NOREPLACE
+        self.create_only = self.capability == CREATE_ONLY
         self.root = root.rstrip("/") or "/"
         self.allow_non_atomic = allow_non_atomic
         if not self.is_local and not self.atomic_rename and _GLOB_CHARS.search(self.root):
@@ -422,6 +505,9 @@ class FileIO:
         """Write a whole file that must not exist yet, atomically: readers see all or nothing,
         and an existing file is never replaced (FileExistsError instead)."""
         self.require_atomic()
+        if self.create_only:
+            self._create_object(rel, data)
+            return
         parent = posixpath.dirname(rel)
         self.makedirs(parent)
         if not self.can_publish_atomically:
@@ -441,6 +527,21 @@ class FileIO:
             self.publish_file(tmp, rel)
         finally:
             self.delete_file(tmp)
+
+    def _create_object(self, rel: str, data: bytes) -> None:
+        """One create-only whole-object put: the server refuses it when the object exists."""
+        path = self.path(rel)
+        for attempt in range(_CREATE_CONFLICT_RETRIES):
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+                return
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                # 409: another conditional put of this key was in flight; ours did not happen.
+                if exc.errno != errno.EBUSY or attempt == _CREATE_CONFLICT_RETRIES - 1:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
 
     def replace_file(self, rel: str, data: bytes) -> None:
         """Write a small whole file, creating its directory and replacing an existing file.
@@ -480,6 +581,7 @@ class FileIO:
         """Atomically make src visible as dst, failing with FileExistsError if dst exists.
         src may be left behind (the caller removes it)."""
         self.require_atomic()
+        self._no_rename_here()
         src, dst = self.path(src_rel), self.path(dst_rel)
         if self.is_local:
             os.link(src, dst)  # atomic, and refuses an existing target
@@ -499,6 +601,7 @@ class FileIO:
     def rename_dir(self, src_rel: str, dst_rel: str) -> None:
         """Move a directory to a target that must not exist (FileExistsError otherwise)."""
         self.require_atomic()
+        self._no_rename_here()
         src, dst = self.path(src_rel), self.path(dst_rel)
         if self.is_local:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -526,9 +629,20 @@ class FileIO:
                 raise FileExistsError(errno.EEXIST, "target exists", dst)
             self.fs.mv(src, dst, recursive=True)
 
+    def _no_rename_here(self) -> None:
+        if self.create_only:
+            # A rename on an object store is a copy plus a delete per object, neither atomic
+            # nor no-clobber: the committer writes in place there (kvio/publish.py).
+            raise UnsafeFilesystemError(f"{self.capability_reason}; kvio does not rename on this "
+                                        "filesystem", store=self.uri)
+
     def copy_from(self, src_io: FileIO, src_rel: str, dst_rel: str) -> None:
         """Put an immutable file of another (or this) store at dst_rel, a new name: a hard link
-        on one local disk, otherwise a streamed copy."""
+        on one local disk, a server-side copy within one object store, otherwise a streamed
+        copy."""
+        if self.create_only and src_io._fs is self._fs:
+            self.fs.copy(src_io.path(src_rel), self.path(dst_rel))
+            return
         self.makedirs(posixpath.dirname(dst_rel))
         if src_io.is_local and self.is_local:
             try:

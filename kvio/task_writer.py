@@ -17,7 +17,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import layout
 from .committer import JobContext, TaskAttempt
 from .config import Config
 from .format.manifest import PartitionEntry
@@ -195,7 +194,7 @@ def _read_back(attempt: TaskAttempt, message: dict) -> tuple[list[PartitionReade
     """The partition files an attempt wrote, as one sorted run (and the readers to close)."""
     readers = []
     for doc in message["partitions"]:
-        rel = posixpath.join(layout.staging_dir(attempt.ctx.job_id), doc["path"])
+        rel = posixpath.join(attempt.job_dir, doc["path"])
         readers.append(open_partition(attempt.io, rel, PartitionEntry.from_json(doc), attempt.conf))
 
     def run() -> Iterator[pa.RecordBatch]:

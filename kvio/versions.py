@@ -301,6 +301,14 @@ def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str 
     try:
         io.write_new_file(layout.commit_name(seq), record.encode())
     except FileExistsError:
+        # A client that retried its own put after a lost answer gets "exists" for the record
+        # it created itself (a create-only put on an object store): that is a success.
+        try:
+            mine = read_commit(io, seq)
+        except (CorruptStoreError, FileNotFoundError):
+            mine = None
+        if mine is not None and job is not None and mine.job == job and mine.version == version:
+            return mine
         found = _describe(io, seq)
         raise ConcurrentCommitError(
             f"store was updated by another process: expected to publish commit {seq} on top of "
