@@ -28,6 +28,7 @@ from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import SCHEMA, TOMBSTONE, PartitionReader
 from .fs import FileIO
 from .keyranges import Range, prefix_successor
+from .layers import LayerIndex, split_layers
 from .mapping import GetMapping
 from .pins import Pin
 from .plan import ReadPlanner, Split, read_split
@@ -150,6 +151,13 @@ class StoreReader(GetMapping):
         self._gets: list[Any] = [None] * len(self._order)
         self._cache = partitions.PartitionCache(io, self.version, conf, _open_limit(conf),
                                                 on_evict=self._evicted)
+        # Delta layers with few keys: one dict says which partition answers a key, so a get
+        # asks one partition however many updates are stacked (kvio/layers.py).
+        self._layers: LayerIndex | None = None
+        if not self._disjoint and live:
+            layers = split_layers(manifest)
+            if layers.deltas and layers.delta_keys <= conf.overlay_keys:
+                self._layers = LayerIndex(layers, self._slot, self._slot_keys)
         if io.is_local:  # open now (within the limit) so that a later GC cannot break us
             for entry in self._order[:self._cache.capacity]:
                 self._partition(entry)
@@ -181,6 +189,10 @@ class StoreReader(GetMapping):
     def _open_get(self, j: int):
         return self._partition(self._order[j]).get
 
+    def _slot_keys(self, j: int) -> Iterator[pa.Array]:
+        for batch in self._partition(self._order[j]).iter_batches():
+            yield batch.column(0)
+
     def partition_readers(self) -> list[PartitionReader]:
         """Open readers of every non-empty partition, in manifest (priority) order. For tools
         that inspect files; more partitions than the open limit are not all kept open."""
@@ -203,6 +215,13 @@ class StoreReader(GetMapping):
                 self._check_open()
                 return default
             return (self._gets[j] or self._open_get(j))(key, default)
+        if self._layers is not None:
+            slot = self._layers.slot(key)
+            if slot is None:
+                self._check_open()
+                return default
+            value = (self._gets[slot] or self._open_get(slot))(key, default)
+            return default if value is TOMBSTONE else value
         for j, get in enumerate(self._gets):
             if self._mins[j] <= key <= self._maxs[j]:
                 value = (get or self._open_get(j))(key, _MISSING)
@@ -242,6 +261,17 @@ class StoreReader(GetMapping):
                     values = self._partition(order[j]).get_many([keys[i] for i in idx], default)
                     for i, v in zip(idx, values, strict=True):
                         out[i] = v
+            return out
+        if self._layers is not None:
+            slots = self._layers.slots(keys)
+            groups: dict[int, list[int]] = {}
+            for i, slot in enumerate(slots):
+                if slot is not None:
+                    groups.setdefault(slot, []).append(i)
+            for slot, idx in groups.items():
+                values = self._partition(order[slot]).get_many([keys[i] for i in idx], default)
+                for i, v in zip(idx, values, strict=True):
+                    out[i] = default if v is TOMBSTONE else v
             return out
         # Overlapping ranges: highest priority first; later partitions see only the misses.
         pending = list(range(len(keys)))

@@ -175,6 +175,9 @@ class StoreUpdate:
         self.aborted = False
         #: operations collected (before de-duplication)
         self.operations = 0
+        #: the commit record of the compaction the policy ran after this update, if any
+        #: (``kvio.compact.max.layers``, ``kvio.compact.size.ratio``; docs/COMMIT.md)
+        self.compaction: dict[str, Any] | None = None
 
     # ---- collecting ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -330,7 +333,40 @@ class StoreUpdate:
             shutil.rmtree(work, ignore_errors=True)
             self._sorter.close()
         self.committed = True
+        self.compaction = self._compact_if_due()
         return self.record
+
+    def _compact_if_due(self) -> dict[str, Any] | None:
+        """Apply the compaction policy to the version this update published (best effort: the
+        update has landed, so a compaction that loses a race or fails is logged, not raised).
+
+        Returns:
+            The compaction's commit record, or None when the policy did not ask for one or it
+            did not happen.
+        """
+        from .compact import compact_store
+        from .layers import compaction_due
+        from .system import KeyValueSystem
+        cfg = Config(self._conf_overrides)
+        if cfg.compact_max_layers <= 0 or self.record is None:
+            return None
+        kvs = KeyValueSystem(conf=self._conf_overrides, storage_options=self._storage_options)
+        try:
+            with kvs.open_store(self.uri, self.record["version"]) as reader:
+                why = compaction_due(reader.manifest, cfg.compact_max_layers,
+                                     cfg.compact_size_ratio, cfg.compact_auto_max_bytes)
+            if why is None:
+                return None
+            log.info("kvio: compacting %s: %s", self.uri, why)
+            return compact_store(self.uri, lambda version: kvs.open_store(self.uri, version),
+                                 self._conf_overrides, self._storage_options)
+        except ConcurrentCommitError:
+            log.info("kvio: %s changed while compacting after an update; left for the next "
+                     "update or kvio compact", self.uri)
+        except (KvioError, OSError) as exc:
+            log.warning("kvio: compacting %s after an update failed (the update itself was "
+                        "published): %s", self.uri, exc)
+        return None
 
     def abort(self) -> None:
         """Publish nothing and drop the collected operations. Idempotent."""
