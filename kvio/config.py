@@ -104,6 +104,7 @@ class Config:
 
         self.partition_size_max = typed("kvio.partition.size.max", parse_size)
         self.block_size = typed("kvio.block.size", parse_size)
+        self.block_size_remote = typed("kvio.block.size.remote", parse_size)
         self.compression = str(merged["kvio.block.compression"]).lower()
         self.compression_level = typed("kvio.block.compression.level", int)
         self.index_load_factor = typed("kvio.index.load.factor", float)
@@ -111,6 +112,9 @@ class Config:
         self.cache_blocks = typed("kvio.read.cache.blocks", int)
         self.open_partitions = typed("kvio.read.open.partitions", int)
         self.merge_bytes = typed("kvio.read.merge.bytes", parse_size)
+        self.read_ahead_bytes = typed("kvio.read.ahead.bytes", parse_size)
+        self.read_cache_dir = str(merged["kvio.read.cache.dir"]).strip() or None
+        self.read_cache_bytes = typed("kvio.read.cache.bytes", parse_size)
         self.overlay_keys = typed("kvio.read.overlay.keys", int)
         self.compact_max_layers = typed("kvio.compact.max.layers", int)
         self.compact_size_ratio = typed("kvio.compact.size.ratio", float)
@@ -135,6 +139,10 @@ class Config:
             raise ConfigError("kvio.index.load.factor must be between 0.1 and 0.95")
         if self.partition_size_max < 1024 or self.block_size < 64:
             raise ConfigError("kvio.partition.size.max must be >= 1KB and kvio.block.size >= 64B")
+        if self.block_size_remote and self.block_size_remote < 64:
+            raise ConfigError("kvio.block.size.remote must be 0 (use kvio.block.size) or >= 64B")
+        if self.read_ahead_bytes < 1 or self.read_cache_bytes < 1:
+            raise ConfigError("kvio.read.ahead.bytes and kvio.read.cache.bytes must be at least 1")
         if self.open_partitions < 1 or self.merge_bytes < 1:
             raise ConfigError("kvio.read.open.partitions and kvio.read.merge.bytes must be at least 1")
         if self.overlay_keys < 0 or self.compact_max_layers < 0 or self.compact_size_ratio < 0:
