@@ -1,0 +1,121 @@
+"""A store from a table or a query: Arrow batches streamed from the driver, sorted in kvio's
+order with spilling (the same path as ``kvio import`` of files)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import InvalidArgumentError, KvioError
+from ..sorting import normalize_batch
+from ..system import KeyValueSystem
+from .db import Database, connect, parse_table_name, quote_identifier
+from .url import POSTGRESQL
+
+__all__ = ["ImportResult", "import_table"]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What :func:`import_table` wrote.
+
+    Attributes:
+        store: the store URI.
+        version: the version published.
+        rows: pairs written.
+        dropped: duplicate rows dropped (``duplicates`` first or last).
+        input_sorted: whether the rows arrived in key order (no sort was needed).
+    """
+    store: str
+    version: str | None
+    rows: int
+    dropped: int
+    input_sorted: bool
+
+
+def _cast_advice(db: Database, column: str, kind: pa.DataType) -> str:
+    text = "TEXT" if db.kind == POSTGRESQL else "TEXT"
+    return (f"column {column!r} has type {kind}; kvio stores bytes, so it must be text or "
+            f"binary: select it cast, e.g. --query \"SELECT CAST({column} AS {text}) AS "
+            f"{column}, ...\"")
+
+
+def _checked_batches(db: Database, reader: pa.RecordBatchReader, key_col: str, value_col: str,
+                     source: str, on_rows: Callable[[int], Any] | None) -> Iterator[pa.RecordBatch]:
+    """The query's batches as (key, value) large_binary batches; a missing column, another type
+    or a null is an error naming the column."""
+    names = reader.schema.names
+    for name in (key_col, value_col):
+        if name not in names:
+            raise KvioError(f"the result of {source} has no column {name!r} (columns: {names}); "
+                            "name them with --key-col and --value-col")
+    for batch in reader:
+        for name in (key_col, value_col):
+            kind = batch.schema.field(name).type
+            if pa.types.is_null(kind) and batch.num_rows:
+                raise KvioError(f"column {name!r} of {source} is null in {batch.num_rows} row(s); "
+                                "kvio keys and values cannot be null")
+            if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                    or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise KvioError(f"{_cast_advice(db, name, kind)} (in {source})")
+        if on_rows is not None:
+            on_rows(batch.num_rows)
+        yield normalize_batch(batch, key_col, value_col, source)
+
+
+def import_table(kvs: KeyValueSystem, db_url: str, store_uri: str, *, table: str | None = None,
+                 query: str | None = None, key_col: str = "key", value_col: str = "value",
+                 duplicates: str = "error", mode: str = "error",
+                 on_rows: Callable[[int], Any] | None = None,
+                 on_written: Callable[[int], Any] | None = None) -> ImportResult:
+    """Build a store version from a table or a query.
+
+    The driver streams Arrow batches; kvio sorts them with bounded memory
+    (``kvio.sort.memory``, spilling to ``kvio.sort.spill.dir``) and publishes one version.
+
+    Args:
+        kvs: settings and storage options.
+        db_url: ``sqlite:///path.db`` or ``postgresql://user@host:port/db``.
+        store_uri: the store to write.
+        table: read every row of this table (``name`` or ``schema.name``)...
+        query: ...or the rows of this SQL query (exactly one of the two).
+        key_col: the key column (text or binary).
+        value_col: the value column (text or binary).
+        duplicates: ``error``, ``first`` or ``last`` (in the order the database returns rows).
+        mode: ``error`` (refuse an existing store) or ``overwrite``.
+        on_rows: called with the number of rows of each batch read.
+        on_written: called with pairs written, for progress.
+
+    Returns:
+        What was written.
+
+    Raises:
+        InvalidArgumentError: neither or both of table and query, a bad identifier.
+        DatabaseError: the database refused the query.
+        KvioError: a column is missing, null, or of another type (the message gives the cast
+            to use), a duplicate key, an existing store with mode error. Nothing is published.
+    """
+    from ..cli.transfer import import_batches  # the file import's write path (no cycle at load)
+
+    if (table is None) == (query is None):
+        raise InvalidArgumentError("give exactly one of table= and query=")
+    if table is not None:
+        name = parse_table_name(table)
+        sql = (f"SELECT {quote_identifier(key_col)}, {quote_identifier(value_col)} "
+               f"FROM {name.quoted}")
+        source = f"table {name}"
+    else:
+        assert query is not None
+        sql, source = query, "the query"
+    with connect(db_url) as db:
+        reader = db.batches(sql, table=table, doing="cannot read")
+        source = f"{source} in {db.url}"
+        with db.errors("reading failed", table):
+            record, written = import_batches(
+                kvs, store_uri, mode, _checked_batches(db, reader, key_col, value_col, source,
+                                                       on_rows),
+                duplicates, on_written)
+    return ImportResult(store_uri, record.version if record else None, written.rows_written,
+                        written.dropped, written.input_sorted)

@@ -1,0 +1,346 @@
+"""``kvio sync``: keep a table equal to a store's current version.
+
+The first run creates the table and writes the whole version. Later runs apply only what
+changed since the version last synced, recorded in ``kvio_sync_state`` (one row per mirrored
+table: the store URI, the version, its commit number) in the SAME transaction as the changes.
+So a crash at any point leaves the table at the old or at the new version, with the state row
+saying which, and the next run converges.
+
+How the change is found:
+
+* When the current version starts with exactly the synced version's partitions (same footer
+  checksums, same order: what append and update publish, carrying files unchanged), only the
+  partitions after them ("new layers") can hold changed keys. For each of their keys (values
+  and tombstones) the current version's value is upserted, or the key deleted where the
+  version no longer has it. The cost follows the size of the change, not of the store.
+  A compaction publishes the same pairs as the version before it, so the layers are looked for
+  in that version too.
+* Otherwise (overwrite, rollback) or when the synced version is no longer retained (its
+  manifest was collected), the table's rows are replaced by the current version.
+"""
+from __future__ import annotations
+
+import contextlib
+import heapq
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from .. import versions
+from ..errors import KvioError
+from ..format.manifest import Manifest, PartitionEntry
+from ..partitions import PartitionCache
+from ..system import KeyValueSystem
+from .db import Database, TableName, connect, parse_table_name
+from .exporter import write_version
+from .hooks import pause_point
+from .tables import KEY, VALUE, as_table_batches, delete_keys, upsert_rows
+from .url import POSTGRESQL
+
+__all__ = ["SyncResult", "SyncState", "sync_store", "new_layers", "STATE_TABLE"]
+
+STATE_TABLE = "kvio_sync_state"
+#: keys looked up in the new version at a time (the memory of an incremental sync)
+_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """The row of ``kvio_sync_state`` for one mirrored table.
+
+    Attributes:
+        table: the mirrored table.
+        store: the store URI it mirrors.
+        version: the version the table holds.
+        commit_seq: that version's commit number.
+        synced_at: when (seconds since the epoch).
+    """
+    table: str
+    store: str
+    version: str
+    commit_seq: int
+    synced_at: float
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What :func:`sync_store` did.
+
+    Attributes:
+        store: the store URI.
+        table: the table.
+        from_version: the version the table held before (None: first run).
+        to_version: the version it holds now.
+        method: ``create`` (first run), ``incremental`` (new layers only), ``replace`` (all
+            rows rewritten) or ``unchanged``.
+        upserted: rows inserted or updated.
+        deleted: keys deleted (asked for; a key the table lacked counts too).
+    """
+    store: str
+    table: str
+    from_version: str | None
+    to_version: str
+    method: str
+    upserted: int
+    deleted: int
+
+
+def new_layers(old: Manifest, new: Manifest) -> list[PartitionEntry] | None:
+    """The partitions ``new`` adds on top of ``old``, when ``new`` is ``old`` plus layers.
+
+    Carried partitions are renamed but keep their footer checksums, so a partition is
+    recognised by (checksum, count, size, tombstones).
+
+    Args:
+        old: the synced version's manifest.
+        new: the current version's manifest.
+
+    Returns:
+        The added partitions (highest priority last), or None when ``new`` does not begin with
+        exactly ``old``'s partitions in the same order (then only a full comparison can tell).
+    """
+    def sig(entry: PartitionEntry) -> tuple:
+        return entry.footer_checksum, entry.count, entry.size, entry.tombstones
+
+    base = [sig(e) for e in old.partitions]
+    if [sig(e) for e in new.partitions[:len(base)]] != base:
+        return None
+    return list(new.partitions[len(base):])
+
+
+# ---- the state table ----------------------------------------------------------------------------
+def _state_table(table: TableName) -> TableName:
+    return TableName(STATE_TABLE, table.schema)
+
+
+def _ensure_state_table(db: Database, table: TableName) -> TableName:
+    state = _state_table(table)
+    db.execute(f"CREATE TABLE IF NOT EXISTS {state.quoted} (table_name TEXT PRIMARY KEY, "
+               "store_uri TEXT NOT NULL, version TEXT NOT NULL, commit_seq BIGINT NOT NULL, "
+               "synced_at DOUBLE PRECISION NOT NULL)", table=state, doing="cannot create")
+    return state
+
+
+def read_state(db: Database, table: TableName) -> SyncState | None:
+    """The recorded state of a mirrored table (None when it was never synced or the state
+    table does not exist).
+
+    Args:
+        db: the database.
+        table: the mirrored table.
+
+    Returns:
+        Its row of ``kvio_sync_state``.
+    """
+    state = _state_table(table)
+    if not db.table_exists(state):
+        return None
+    found = db.rows(f"SELECT store_uri, version, commit_seq, synced_at FROM {state.quoted} "
+                    f"WHERE table_name = {db.placeholder(0)}", [str(table)], table=state)
+    if not found:
+        return None
+    store, version, seq, at = found[0]
+    return SyncState(str(table), store, version, int(seq), float(at))
+
+
+def _write_state(db: Database, state_table: TableName, table: TableName, store: str,
+                 version: str, seq: int) -> None:
+    cols = "table_name, store_uri, version, commit_seq, synced_at"
+    db.execute(f"INSERT INTO {state_table.quoted} ({cols}) VALUES ({db.placeholders(5)}) "
+               "ON CONFLICT (table_name) DO UPDATE SET store_uri = excluded.store_uri, "
+               "version = excluded.version, commit_seq = excluded.commit_seq, "
+               "synced_at = excluded.synced_at",
+               [str(table), store, version, seq, time.time()], table=state_table,
+               doing="cannot record the sync in")
+
+
+def _lock(db: Database, table: TableName) -> None:
+    """Serialise syncs of one table (PostgreSQL: a transaction-scoped advisory lock; SQLite has
+    one writer anyway, and a second sync fails on its busy database instead of interleaving)."""
+    if db.kind == POSTGRESQL:
+        db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", [f"kvio-sync:{table}"],
+                   table=table, doing="cannot lock")
+
+
+# ---- the incremental change -----------------------------------------------------------------------
+def _layer_keys(source: Any, layers: list[PartitionEntry]) -> Iterator[bytes]:
+    """Every key of the layers (of the version ``source`` reads) once, in key order (each
+    partition is sorted: a k-way merge)."""
+    cache = PartitionCache(source.io, source.version, source.conf)
+    try:
+        def keys_of(entry: PartitionEntry) -> Iterator[bytes]:
+            for batch in cache.get(entry).iter_batches():
+                yield from batch.column(0).to_pylist()
+
+        last = None
+        for key in heapq.merge(*(keys_of(e) for e in layers if e.count)):
+            if key != last:
+                yield key
+                last = key
+    finally:
+        cache.close()
+
+
+@dataclass
+class _Change:
+    upserts: list[pa.RecordBatch]
+    deletes: list[pa.RecordBatch]
+    upserted: int = 0
+    deleted: int = 0
+
+
+def _changes(reader: Any, source: Any, layers: list[PartitionEntry],
+             text: bool) -> Iterator[_Change]:
+    """The layers' keys in chunks, each split into (key, current value) rows and deleted keys."""
+    keys_iter = _layer_keys(source, layers)
+    binary = pa.large_binary()
+    while True:
+        chunk = [k for _, k in zip(range(_CHUNK), keys_iter, strict=False)]
+        if not chunk:
+            return
+        values = reader.get_many(chunk)
+        kept = [(k, v) for k, v in zip(chunk, values, strict=True) if v is not None]
+        gone = [k for k, v in zip(chunk, values, strict=True) if v is None]
+        change = _Change([], [], len(kept), len(gone))
+        if kept:
+            pairs = pa.record_batch([pa.array([k for k, _ in kept], binary),
+                                     pa.array([v for _, v in kept], binary)], names=[KEY, VALUE])
+            change.upserts.append(pairs)
+        if gone:
+            kind = pa.string() if text else pa.binary()
+            gone_keys = pa.array(gone, binary)
+            try:
+                gone_keys = gone_keys.cast(kind)
+            except pa.ArrowInvalid:
+                raise KvioError("a deleted key is not valid UTF-8, so it cannot be in a text "
+                                "table", store=reader.uri) from None
+            change.deletes.append(pa.record_batch([gone_keys], names=[KEY]))
+        yield change
+
+
+def _apply_incremental(db: Database, reader: Any, table: TableName, source: Any,
+                       layers: list[PartitionEntry], text: bool,
+                       on_rows: Callable[[int], Any] | None) -> tuple[int, int]:
+    upserted = deleted = 0
+    for change in _changes(reader, source, layers, text):
+        if change.upserts:
+            upsert_rows(db, table, as_table_batches(change.upserts, text, reader.uri))
+        if change.deletes:
+            delete_keys(db, table, pa.Table.from_batches(change.deletes))
+        upserted += change.upserted
+        deleted += change.deleted
+        if on_rows is not None:
+            on_rows(change.upserted + change.deleted)
+        pause_point("sync:after-chunk")
+    return upserted, deleted
+
+
+def _compacted_bases(reader: Any) -> list[str]:
+    """Versions holding exactly the current version's pairs besides itself: the versions it
+    compacted. A compaction rewrites the version published right before it (its job checks
+    that no publish came between), so the layers of that version still tell what changed
+    since the synced one."""
+    found = []
+    records = {r.seq: r for r in versions.history(reader.io)}
+    record = records.get(reader.commit.seq)
+    while record is not None and record.op == "compact":
+        before = records.get(record.seq - 1)
+        if before is None or before.version is None:
+            break
+        found.append(before.version)
+        record = before
+    return found
+
+
+def _find_layers(kvs: KeyValueSystem, reader: Any, old: Manifest,
+                 stack: contextlib.ExitStack) -> tuple[Any, list[PartitionEntry]] | None:
+    """A version with the current pairs that is the synced one plus layers: (its reader, the
+    layers), or None. An older version is opened (and so pinned) on ``stack``."""
+    layers = new_layers(old, reader.manifest)
+    if layers is not None:
+        return reader, layers
+    for version in _compacted_bases(reader):
+        try:
+            base = stack.enter_context(kvs.open_store(reader.uri, version))
+        except KvioError:
+            return None  # no longer retained
+        layers = new_layers(old, base.manifest)
+        if layers is not None:
+            return base, layers
+    return None
+
+
+def _synced_manifest(reader: Any, version: str) -> Manifest | None:
+    """The synced version's manifest, or None when it is no longer retained."""
+    try:
+        return versions.load_manifest(reader.io, version)
+    except KvioError:
+        return None
+
+
+# ---- sync ------------------------------------------------------------------------------------------
+def sync_store(kvs: KeyValueSystem, store_uri: str, db_url: str, table: str, *,
+               text: bool = False, on_rows: Callable[[int], Any] | None = None) -> SyncResult:
+    """Make ``table`` equal to the store's current version, in one transaction that also
+    records the version in ``kvio_sync_state``.
+
+    Args:
+        kvs: settings.
+        store_uri: the store (its current version is pinned while it is read).
+        db_url: ``sqlite:///path.db`` or ``postgresql://user@host:port/db``.
+        table: the mirror table (``name`` or ``schema.name``); created on the first run.
+        text: TEXT columns (UTF-8) instead of bytea/blob when creating the table and writing.
+        on_rows: progress (rows written or keys looked at).
+
+    Returns:
+        What was done.
+
+    Raises:
+        KvioError: the table exists but was never synced (kvio does not take over a table it
+            did not create), or it mirrors another store; a value that is not UTF-8 in text
+            mode. Nothing is committed then.
+        DatabaseError: the database refused a statement.
+    """
+    name = parse_table_name(table)
+    with kvs.open_store(store_uri) as reader, connect(db_url) as db, \
+            contextlib.ExitStack() as stack:
+        _lock(db, name)
+        state_table = _ensure_state_table(db, name)
+        state = read_state(db, name)
+        exists = db.table_exists(name)
+        store_uri = reader.uri  # as the store names itself (relative paths made absolute)
+        if state is not None and state.store != store_uri:
+            raise KvioError(f"table {name} in {db.url} mirrors the store {state.store}, not this "
+                            "one; sync into another table", store=store_uri)
+        if state is None and exists:
+            raise KvioError(f"table {name} already exists in {db.url} and was not created by "
+                            "kvio sync (no row in kvio_sync_state); sync into a new table, or "
+                            "drop it first", store=store_uri)
+        if state is None or not exists:
+            method = "create"
+            upserted, _ = write_version(db, reader, name, "create", text, on_rows)
+            deleted = 0
+        elif state.version == reader.version:
+            db.rollback()
+            return SyncResult(store_uri, str(name), state.version, reader.version, "unchanged",
+                              0, 0)
+        else:
+            old = _synced_manifest(reader, state.version)
+            found = None if old is None else _find_layers(kvs, reader, old, stack)
+            if found is None:
+                method = "replace"
+                upserted, _ = write_version(db, reader, name, "replace", text, on_rows)
+                deleted = 0
+            else:
+                method = "incremental"
+                upserted, deleted = _apply_incremental(db, reader, name, *found, text, on_rows)
+        pause_point("sync:before-state")
+        _write_state(db, state_table, name, store_uri, reader.version, reader.commit.seq)
+        pause_point("sync:before-commit")
+        db.commit()
+        pause_point("sync:after-commit")
+        return SyncResult(store_uri, str(name), state.version if state else None, reader.version,
+                          method, upserted, deleted)

@@ -1,0 +1,134 @@
+"""Writing pairs into a ``kvstore``-shaped table (YugabyteDB's key-value model:
+``(key, value, PRIMARY KEY(key))``), bytes or UTF-8 text, always inside the caller's
+transaction."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+
+from ..errors import KvioError
+from .db import Database, TableName, quote_identifier
+
+__all__ = ["KEY", "VALUE", "create_kv_table", "check_kv_table", "append_rows", "upsert_rows",
+           "delete_keys", "as_table_batches"]
+
+KEY = "key"
+VALUE = "value"
+_K, _V = quote_identifier(KEY), quote_identifier(VALUE)
+
+
+def _schema(text: bool) -> pa.Schema:
+    kind = pa.string() if text else pa.binary()
+    return pa.schema([pa.field(KEY, kind, nullable=False), pa.field(VALUE, kind, nullable=False)])
+
+
+def _first_bad_utf8(keys: pa.Array, column: pa.Array) -> bytes:
+    for key, data in zip(keys.to_pylist(), column.to_pylist(), strict=True):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return key
+    return b""  # (not reached: the cast found one)
+
+
+def as_table_batches(batches: Iterable[pa.RecordBatch], text: bool, store: str,
+                     on_rows=None) -> pa.RecordBatchReader:
+    """Store batches (large_binary key, value) as the table's column types, streamed.
+
+    Args:
+        batches: the pairs.
+        text: convert to UTF-8 strings (a key or value that is not UTF-8 is an error naming
+            the key); else binary.
+        store: the store, for messages.
+        on_rows: called with each batch's row count.
+
+    Returns:
+        A reader the driver ingests from.
+    """
+    schema = _schema(text)
+
+    def convert() -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            columns = []
+            for i, what in enumerate((KEY, VALUE)):
+                col = batch.column(i)
+                try:
+                    columns.append(col.cast(schema.field(i).type))
+                except pa.ArrowInvalid:
+                    bad = _first_bad_utf8(batch.column(0), col)
+                    raise KvioError(f"{what} is not valid UTF-8, so it cannot go into a text "
+                                    "column; export without --text (bytea/blob columns)",
+                                    store=store, key=bad) from None
+            if on_rows is not None:
+                on_rows(batch.num_rows)
+            yield pa.record_batch(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, convert())
+
+
+def create_kv_table(db: Database, table: TableName, text: bool, primary_key: bool = True) -> None:
+    """``CREATE TABLE table (key, value[, PRIMARY KEY (key)])`` with bytes or text columns.
+
+    Args:
+        db: the database (current transaction).
+        table: the table to create.
+        text: TEXT columns instead of bytea/blob.
+        primary_key: declare the key; False leaves it to :func:`add_primary_key` after a bulk
+            load (building the index once, sorted, is faster than maintaining it row by row).
+    """
+    kind = "TEXT" if text else db.bytes_type
+    pk = f", PRIMARY KEY ({_K})" if primary_key else ""
+    db.execute(f"CREATE TABLE {table.quoted} ({_K} {kind} NOT NULL, {_V} {kind} NOT NULL{pk})",
+               table=table, doing="cannot create")
+
+
+def add_primary_key(db: Database, table: TableName) -> None:
+    """Declare ``key`` the primary key of a table created without one (PostgreSQL)."""
+    db.execute(f"ALTER TABLE {table.quoted} ADD PRIMARY KEY ({_K})", table=table,
+               doing="cannot add the primary key to")
+
+
+def check_kv_table(db: Database, table: TableName) -> None:
+    """Refuse a table without ``key`` and ``value`` columns (before writing anything).
+
+    Raises:
+        KvioError: a column is missing (the message lists the table's columns).
+    """
+    names = db.columns(table)
+    missing = [c for c in (KEY, VALUE) if c not in names]
+    if missing:
+        raise KvioError(f"table {table} in {db.url} has no column(s) {missing} (columns: "
+                        f"{names}); kvio writes tables shaped (key, value, PRIMARY KEY (key))")
+
+
+def append_rows(db: Database, table: TableName, data: pa.RecordBatchReader) -> int:
+    """Bulk-insert rows (the table must not hold their keys)."""
+    return db.ingest(table, data, mode="append")
+
+
+def _staging(db: Database, data: pa.RecordBatchReader | pa.Table) -> TableName:
+    stage = TableName(f"kvio_stage_{uuid.uuid4().hex[:12]}")
+    db.ingest(stage, data, mode="create", temporary=True)
+    return stage
+
+
+def upsert_rows(db: Database, table: TableName, data: pa.RecordBatchReader | pa.Table) -> None:
+    """Insert or update rows: bulk-loaded into a temporary table, then one
+    ``INSERT ... ON CONFLICT (key) DO UPDATE`` (keys must be unique in ``data``)."""
+    stage = _staging(db, data)
+    # "WHERE true": SQLite's parser needs it to tell ON CONFLICT from a join constraint.
+    db.execute(f"INSERT INTO {table.quoted} ({_K}, {_V}) SELECT {_K}, {_V} FROM {stage.quoted} "
+               f"WHERE true ON CONFLICT ({_K}) DO UPDATE SET {_V} = excluded.{_V}",
+               table=table, doing="cannot upsert into")
+    db.execute(f"DROP TABLE {stage.quoted}", table=stage, doing="cannot drop")
+
+
+def delete_keys(db: Database, table: TableName, keys: pa.RecordBatchReader | pa.Table) -> None:
+    """Delete the rows of these keys (a table of one ``key`` column), through a temporary
+    table and one ``DELETE``."""
+    stage = _staging(db, keys)
+    db.execute(f"DELETE FROM {table.quoted} WHERE {_K} IN (SELECT {_K} FROM {stage.quoted})",
+               table=table, doing="cannot delete from")
+    db.execute(f"DROP TABLE {stage.quoted}", table=stage, doing="cannot drop")
