@@ -34,10 +34,8 @@ from ..errors import KvioError
 from ..system import KeyValueSystem
 from .commands import (
     cmd_diff,
-    cmd_export,
     cmd_gc,
     cmd_get,
-    cmd_import,
     cmd_info,
     cmd_mv,
     cmd_rm,
@@ -54,6 +52,7 @@ from .output import PROG
 from .repair import cmd_repair
 from .serve import add_serve_command
 from .smoke import cmd_run_kv_test
+from .sql import add_database_options, add_sync_command, cmd_export_any, cmd_import_any, is_database_url
 from .update import add_update_commands
 
 __all__ = ["main", "display", "escape"]
@@ -146,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bounds(p)
     p.add_argument("--limit", type=_positive_int, metavar="N", help="print at most N pairs")
 
-    p = command("import", cmd_import, "create a store from a TSV, JSON lines or Parquet file")
-    p.add_argument("src", help="input file ('-' for stdin with tsv/jsonl)")
+    p = command("import", cmd_import_any, "create a store from a TSV, JSON lines or Parquet file, "
+                "or from a database table or query")
+    p.add_argument("src", help="input file ('-' for stdin with tsv/jsonl) or a database URL")
+    importer = p
     p.add_argument("uri")
     p.add_argument("--format", choices=FORMATS, help="input format (default: from the file suffix)")
     p.add_argument("--key-col", default="key",
@@ -158,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicates", choices=("error", "first", "last"), default="error",
                    help="repeated keys: fail (default), keep the first or the last occurrence")
 
-    p = command("export", cmd_export,
-                "write a store (or a key range) to TSV, JSON lines or Parquet")
+    p = command("export", cmd_export_any,
+                "write a store (or a key range) to TSV, JSON lines or Parquet, or a version "
+                "into a database table")
     p.add_argument("uri")
-    p.add_argument("dest", help="output file ('-' for stdout)")
+    p.add_argument("dest", help="output file ('-' for stdout) or a database URL")
+    add_database_options(importer, p)
     p.add_argument("--format", choices=FORMATS,
                    help="output format (default: from the file suffix)")
     _add_bounds(p)
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_update_commands(command)
     add_serve_command(command)
+    add_sync_command(command)
     return parser
 
 
@@ -255,7 +259,7 @@ def _check_protocols(args: argparse.Namespace) -> None:
         if isinstance(uri, str):
             check_protocols(uri)
     for name in files:
-        if isinstance(name, str) and name != "-":
+        if isinstance(name, str) and name != "-" and not is_database_url(name):
             check_protocols(name, is_file=True)
 
 

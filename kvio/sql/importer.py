@@ -36,10 +36,10 @@ class ImportResult:
 
 
 def _cast_advice(db: Database, column: str, kind: pa.DataType) -> str:
-    text = "TEXT" if db.kind == POSTGRESQL else "TEXT"
+    binary = "BYTEA" if db.kind == POSTGRESQL else "BLOB"
     return (f"column {column!r} has type {kind}; kvio stores bytes, so it must be text or "
-            f"binary: select it cast, e.g. --query \"SELECT CAST({column} AS {text}) AS "
-            f"{column}, ...\"")
+            f"binary: select it cast, e.g. --query \"SELECT CAST({column} AS TEXT) AS "
+            f"{column}, ...\" (or AS {binary})")
 
 
 def _checked_batches(db: Database, reader: pa.RecordBatchReader, key_col: str, value_col: str,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -281,6 +282,12 @@ def _synced_manifest(reader: Any, version: str) -> Manifest | None:
         return None
 
 
+def _identity(uri: str) -> str:
+    """The store as recorded in the state table: a local path made absolute, so that syncs
+    run from different directories agree."""
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
 # ---- sync ------------------------------------------------------------------------------------------
 def sync_store(kvs: KeyValueSystem, store_uri: str, db_url: str, table: str, *,
                text: bool = False, on_rows: Callable[[int], Any] | None = None) -> SyncResult:
@@ -311,7 +318,7 @@ def sync_store(kvs: KeyValueSystem, store_uri: str, db_url: str, table: str, *,
         state_table = _ensure_state_table(db, name)
         state = read_state(db, name)
         exists = db.table_exists(name)
-        store_uri = reader.uri  # as the store names itself (relative paths made absolute)
+        store_uri = _identity(reader.uri)
         if state is not None and state.store != store_uri:
             raise KvioError(f"table {name} in {db.url} mirrors the store {state.store}, not this "
                             "one; sync into another table", store=store_uri)
