@@ -187,14 +187,23 @@ class Database:
     def ingest(self, table: TableName, data: pa.Table | pa.RecordBatchReader, mode: str = "append",
                temporary: bool = False) -> int:
         """Bulk-load Arrow data (PostgreSQL: COPY; SQLite: a prepared insert) in the current
-        transaction.
+        transaction. An error raised while producing ``data`` (a KvioError naming a key) is
+        raised as it is, not as the driver's report of it.
 
         Returns:
             Rows written (-1 when the driver does not say).
         """
-        with self.errors("bulk load failed", table):
-            return self.cursor.adbc_ingest(table.name, data, mode=mode, temporary=temporary,
-                                           db_schema_name=table.schema)
+        failed: list[BaseException] = []
+        if isinstance(data, pa.RecordBatchReader):
+            data = pa.RecordBatchReader.from_batches(data.schema, _noting(data, failed))
+        try:
+            with self.errors("bulk load failed", table):
+                return self.cursor.adbc_ingest(table.name, data, mode=mode, temporary=temporary,
+                                               db_schema_name=table.schema)
+        except DatabaseError:
+            if failed:
+                raise failed[0] from None
+            raise
 
     def table_exists(self, table: TableName) -> bool:
         """Whether the table exists (in its schema, or the search path / main database)."""
@@ -245,6 +254,17 @@ class Database:
         if exc[0] is not None:
             self.rollback()
         self.close()
+
+
+def _noting(batches: Iterator[pa.RecordBatch], failed: list[BaseException]
+            ) -> Iterator[pa.RecordBatch]:
+    """``batches``, keeping the exception that ends them (the driver that consumes them reports
+    it only as text)."""
+    try:
+        yield from batches
+    except BaseException as exc:
+        failed.append(exc)
+        raise
 
 
 def _is_driver_error(exc: BaseException) -> bool:

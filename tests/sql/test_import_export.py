@@ -1,0 +1,192 @@
+"""kvio.sql import and export against real SQLite files and the real PostgreSQL server."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+import kvio
+from kvio.cli import main
+from kvio.errors import KvioError, StoreExistsError
+from kvio.sql import connect, export_store, import_table, parse_table_name
+
+BINARY = {b"\x00": b"zero", b"\x00\x00": b"\xff\x00", b"a": b"", b"\xff": b"\x00\x01\x02",
+          b"\xff\xff\xfe": b"v" * 3000, b"mid\tdle\n": b"line\r\n"}
+
+
+def write_store(kvs, uri, pairs, mode="error"):
+    with kvs.create_store(uri, mode=mode) as writer:
+        writer.put_many(sorted(pairs.items()))
+
+
+def store_dict(kvs, uri):
+    with kvs.open_store(uri) as reader:
+        return dict(reader.items())
+
+
+def load_table(database, table, rows, kind="bytes"):
+    """Create ``table`` (key, value) with rows, directly through ADBC (not through kvio)."""
+    arrow = pa.string() if kind == "text" else pa.binary()
+    data = pa.table({"key": pa.array([k for k, _ in rows], arrow),
+                     "value": pa.array([v for _, v in rows], arrow)})
+    with connect(database.url) as db:
+        db.ingest(parse_table_name(table), data, mode="create")
+        db.commit()
+
+
+def test_round_trip_binary_keys(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    write_store(kvs, str(tmp_path / "a"), BINARY)
+    table = database.table()
+    result = export_store(kvs, str(tmp_path / "a"), database.url, table)
+    assert (result.rows, result.created, result.mode) == (len(BINARY), True, "create")
+    assert database.rows(table) == BINARY
+    back = import_table(kvs, database.url, str(tmp_path / "b"), table=table)
+    assert back.rows == len(BINARY)
+    assert store_dict(kvs, str(tmp_path / "b")) == BINARY
+
+
+def test_text_mode_round_trip_and_non_utf8_error(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    text = {"é".encode(): "ünïcode".encode(), b"plain": b"v", "日本".encode(): b""}
+    write_store(kvs, str(tmp_path / "t"), text)
+    table = database.table()
+    export_store(kvs, str(tmp_path / "t"), database.url, table, text=True)
+    with connect(database.url) as db:
+        db.execute(f'SELECT "key", "value" FROM "{table}"')
+        kinds = db.cursor.fetch_arrow_table().schema.types
+    assert all(pa.types.is_string(k) for k in kinds)
+    assert database.rows(table) == text
+    import_table(kvs, database.url, str(tmp_path / "r"), table=table)
+    assert store_dict(kvs, str(tmp_path / "r")) == text
+
+    write_store(kvs, str(tmp_path / "bad"), {b"ok": b"fine", b"zz": b"\xff\xfe"})
+    other = database.table()
+    with pytest.raises(KvioError, match="not valid UTF-8") as info:
+        export_store(kvs, str(tmp_path / "bad"), database.url, other, text=True)
+    assert info.value.key == b"zz"
+    with connect(database.url) as db:  # the transaction was rolled back: no table
+        assert not db.table_exists(parse_table_name(other))
+
+
+def test_create_on_existing_table_is_refused(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    write_store(kvs, str(tmp_path / "a"), {b"k": b"v"})
+    table = database.table()
+    load_table(database, table, [(b"other", b"row")])
+    with pytest.raises(KvioError, match="already exists.*--mode replace"):
+        export_store(kvs, str(tmp_path / "a"), database.url, table)
+    assert database.rows(table) == {b"other": b"row"}
+
+
+def test_replace_and_upsert(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    uri = str(tmp_path / "a")
+    write_store(kvs, uri, {b"a": b"1", b"b": b"2"})
+    table = database.table()
+    export_store(kvs, uri, database.url, table)
+    write_store(kvs, uri, {b"b": b"20", b"c": b"30"}, mode="overwrite")
+    export_store(kvs, uri, database.url, table, mode="upsert")
+    assert database.rows(table) == {b"a": b"1", b"b": b"20", b"c": b"30"}
+    write_store(kvs, uri, {b"x": b"9"}, mode="overwrite")
+    result = export_store(kvs, uri, database.url, table, mode="replace")
+    assert not result.created
+    assert database.rows(table) == {b"x": b"9"}
+
+
+def test_upsert_into_a_table_without_key_column_is_refused(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    write_store(kvs, str(tmp_path / "a"), {b"k": b"v"})
+    table = database.table()
+    database.run(f'CREATE TABLE "{table}" (k TEXT, v TEXT)')
+    with pytest.raises(KvioError, match=r"no column\(s\) \['key', 'value'\]"):
+        export_store(kvs, str(tmp_path / "a"), database.url, table, mode="upsert")
+
+
+@pytest.mark.parametrize("policy,expected", [("first", b"1"), ("last", b"3")])
+def test_import_duplicates(database, tmp_path, policy, expected):
+    kvs = kvio.KeyValueSystem()
+    table = database.table()
+    # no primary key: a query or a view can return a key twice
+    load_table(database, table, [(b"k", b"1"), (b"j", b"2"), (b"k", b"3")])
+    query = f'SELECT "key", "value" FROM "{table}" ORDER BY "value"'
+    with pytest.raises(KvioError, match="--duplicates first or --duplicates last"):
+        import_table(kvs, database.url, str(tmp_path / "err"), query=query)
+    assert not kvs.exists(str(tmp_path / "err"))
+    result = import_table(kvs, database.url, str(tmp_path / policy), query=query,
+                          duplicates=policy)
+    assert result.dropped == 1
+    assert store_dict(kvs, str(tmp_path / policy)) == {b"j": b"2", b"k": expected}
+
+
+def test_import_type_errors_name_column_and_cast(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    table = database.table()
+    database.run(f'CREATE TABLE "{table}" (id INTEGER, "value" TEXT)')
+    database.run(f'INSERT INTO "{table}" VALUES (1, \'x\')')
+    with pytest.raises(KvioError, match=r"column 'id' has type int.*CAST\(id AS TEXT\)"):
+        import_table(kvs, database.url, str(tmp_path / "s"), table=table, key_col="id")
+    with pytest.raises(KvioError, match="no column 'key'"):
+        import_table(kvs, database.url, str(tmp_path / "s"),
+                     query=f'SELECT id, "value" FROM "{table}"')
+    import_table(kvs, database.url, str(tmp_path / "s"),
+                 query=f'SELECT CAST(id AS TEXT) AS "key", "value" FROM "{table}"')
+    assert store_dict(kvs, str(tmp_path / "s")) == {b"1": b"x"}
+
+
+def test_import_nulls_are_refused(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    table = database.table()
+    database.run(f'CREATE TABLE "{table}" ("key" TEXT, "value" TEXT)')
+    database.run(f'INSERT INTO "{table}" VALUES (\'a\', \'1\'), (\'b\', NULL)')
+    with pytest.raises(KvioError, match="null"):
+        import_table(kvs, database.url, str(tmp_path / "s"), table=table)
+    assert not kvs.exists(str(tmp_path / "s"))
+
+
+def test_import_into_existing_store_needs_overwrite(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    uri = str(tmp_path / "s")
+    write_store(kvs, uri, {b"old": b"1"})
+    table = database.table()
+    load_table(database, table, [(b"new", b"2")])
+    with pytest.raises(StoreExistsError):
+        import_table(kvs, database.url, uri, table=table)
+    import_table(kvs, database.url, uri, table=table, mode="overwrite")
+    assert store_dict(kvs, uri) == {b"new": b"2"}
+
+
+def test_import_many_batches_unsorted(database, tmp_path):
+    """More rows than one driver batch, in reverse order: kvio sorts them (spilling with a
+    small sort memory)."""
+    kvs = kvio.KeyValueSystem(conf={"kvio.sort.memory": "1MB"})
+    n = 150_000
+    rows = [(f"{i:08d}".encode(), f"v{i}".encode()) for i in reversed(range(n))]
+    table = database.table()
+    load_table(database, table, rows)
+    result = import_table(kvs, database.url, str(tmp_path / "s"), table=table)
+    assert result.rows == n and not result.input_sorted
+    with kvs.open_store(str(tmp_path / "s")) as reader:
+        assert len(reader) == n
+        assert reader[b"00000000"] == b"v0" and reader[b"00149999"] == b"v149999"
+        keys = [b for batch in reader.batches() for b in batch.column(0).to_pylist()]
+    assert keys == sorted(keys) and len(keys) == n
+
+
+def test_cli(database, tmp_path, capsys):
+    kvs = kvio.KeyValueSystem()
+    uri = str(tmp_path / "s")
+    write_store(kvs, uri, BINARY)
+    table = database.table()
+    assert main(["export", uri, database.url, "--table", table]) == 0
+    assert "(created it)" in capsys.readouterr().out
+    assert main(["export", uri, database.url, "--table", table]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", uri, database.url, "--table", table, "--mode", "upsert"]) == 0
+    assert main(["--json", "import", database.url, str(tmp_path / "b"), "--table", table]) == 0
+    assert '"count": 6' in capsys.readouterr().out
+    assert store_dict(kvs, str(tmp_path / "b")) == BINARY
+    assert main(["import", database.url, str(tmp_path / "c")]) == 2
+    assert "--table T or --query SQL" in capsys.readouterr().err
+    assert main(["export", uri, str(tmp_path / "x.tsv"), "--table", table]) == 2
+    assert main(["import", database.url, str(tmp_path / "c"), "--table", 'x"; drop']) == 1
+    assert "not a valid SQL identifier" in capsys.readouterr().err
