@@ -97,7 +97,7 @@ def open_partition(io: FileIO, rel: str, entry: PartitionEntry, conf: Config, *,
         source = open_source(io, rel, entry.size)
         return PartitionReader(source, store=io.uri, expected=entry.to_json(),
                                verify=conf.verify_checksums if verify is None else verify,
-                               cache_blocks=conf.cache_blocks)
+                               cache_blocks=conf.cache_blocks, read_ahead=conf.read_ahead_bytes)
     except FileNotFoundError:
         raise CorruptStoreError("partition file listed in the manifest is missing (was the "
                                 "version garbage-collected while it was read?)", store=io.uri,

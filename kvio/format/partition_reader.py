@@ -116,8 +116,10 @@ class PartitionReader:
     get: Callable[..., Any]
 
     def __init__(self, source: Source, *, store: str | None = None, expected: dict | None = None,
-                 verify: bool = True, cache_blocks: int = 256):
+                 verify: bool = True, cache_blocks: int = 256, read_ahead: int = 8 << 20):
         self.source = source
+        #: bytes of consecutive blocks a scan of an unmapped (remote) file reads per request
+        self.read_ahead = max(1, read_ahead)
         self.store = store
         self.name = source.name
         self.verify = verify
@@ -325,8 +327,9 @@ class PartitionReader:
     def _evicted(self, b: int) -> None:
         self._block_ok[b] = False
 
-    def _load_block(self, b: int) -> tuple:
-        """Verify and decode block ``b``; returns its ``hot`` tuple."""
+    def _load_block(self, b: int, stored: Any = None) -> tuple:
+        """Verify and decode block ``b`` (its stored bytes read now, or ``stored`` when a scan
+        read them ahead); returns its ``hot`` tuple."""
         if self.closed:
             self._check_open()
         off, stored_len, raw_len = self._block_offset[b], self._block_stored[b], self._block_raw[b]
@@ -334,7 +337,7 @@ class PartitionReader:
             raise self._corrupt(f"block {b} lies outside the data region")
         if self._flat:
             stored = self._buffer.slice(off, stored_len)
-        else:
+        elif stored is None:
             stored = self.source.read_bytes(off, stored_len)
         if len(stored) != stored_len or (self.verify and checksum(stored) != self._block_checksum[b]):
             raise self._corrupt(f"block {b} checksum mismatch")
@@ -631,6 +634,35 @@ class PartitionReader:
             blk = self._blocks[b]
         return blk
 
+    def _scan_blocks(self, first: int, last: int) -> Iterator[_Block]:
+        """Blocks ``first`` to ``last - 1`` in order. An unmapped file is read ahead: one
+        request fetches as many consecutive blocks as fit in ``read_ahead`` bytes (at least
+        one), so a remote scan costs a request per few MiB, not one per (small) block. Each
+        block is verified when it is decoded, as with :meth:`block`."""
+        if self._mapped:
+            for b in range(first, last):
+                yield self.block(b)
+            return
+        offsets, stored = self._block_offset, self._block_stored
+        window, w_lo, w_hi, base = b"", 0, 0, 0  # blocks [w_lo, w_hi) are in ``window``
+        for b in range(first, last):
+            blk = self._blocks[b]
+            if blk is None:
+                if not w_lo <= b < w_hi:
+                    end = b + 1
+                    limit = offsets[b] + self.read_ahead
+                    while end < last and self._blocks[end] is None \
+                            and offsets[end] + stored[end] <= limit:
+                        end += 1
+                    base = offsets[b]
+                    window = self.source.read_bytes(base, offsets[end - 1] + stored[end - 1] - base) \
+                        if end - b > 1 else None
+                    w_lo, w_hi = b, end
+                piece = None if window is None else window[offsets[b] - base:offsets[b] - base + stored[b]]
+                self._load_block(b, piece)
+                blk = self._blocks[b]
+            yield blk
+
     def key_at(self, blk: _Block, i: int) -> bytes:
         words, raw, kq, kd, _, _ = blk.hot
         kq += blk.r0 + i
@@ -679,8 +711,7 @@ class PartitionReader:
                 first_b, begin_row = rb, rr
             elif rb == first_b:
                 begin_row = rr
-        for b in range(first_b, last_b):
-            blk = self.block(b)
+        for b, blk in enumerate(self._scan_blocks(first_b, last_b), first_b):
             batch = blk.batch
             lo = begin_row if b == first_b else 0
             hi = blk.n
