@@ -21,6 +21,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -158,6 +159,45 @@ class LayerIndex:
         if i < 0 or key > self._base_maxs[i]:
             return None
         return self._base_slots[i]
+
+    def make_get(self, gets: list[Any], open_get: Callable[[int], Callable[..., Any]],
+                 as_key: Callable[[Any], bytes], tombstone: object) -> Callable[..., Any]:
+        """A get function for the version (the reader installs it as its ``get``: one dict
+        probe and one partition lookup per call, no method dispatch in between).
+
+        Args:
+            gets: the reader's lookup function of each slot (None while the partition is not
+                open); read at every call, so an evicted partition is opened again.
+            open_get: opens the partition in a slot and returns its lookup function.
+            as_key: turns a non-bytes key into bytes (raising for what is not a key).
+            tombstone: the value a tombstone file's lookup returns for a deleted key.
+
+        Returns:
+            ``get(key, default=None)``.
+        """
+        index = self._index if self._index is not None else self._build()
+        mins, maxs, base = self._base_mins, self._base_maxs, self._base_slots
+        single = len(base) == 1
+        lo, hi, first = (mins[0], maxs[0], base[0]) if single else (b"", b"", -1)
+
+        def get(key: Any, default: Any = None) -> Any:
+            if type(key) is not bytes:
+                key = as_key(key)
+            slot = index.get(key)
+            if slot is not None:
+                value = (gets[slot] or open_get(slot))(key, default)
+                return default if value is tombstone else value
+            if single:
+                if key < lo or key > hi:
+                    return default
+                slot = first
+            else:
+                i = bisect_right(mins, key) - 1
+                if i < 0 or key > maxs[i]:
+                    return default
+                slot = base[i]
+            return (gets[slot] or open_get(slot))(key, default)  # the base holds no tombstones
+        return get
 
     def slots(self, keys: Sequence[bytes]) -> list[int | None]:
         """:meth:`slot` of many keys."""

@@ -216,12 +216,12 @@ class StoreReader(GetMapping):
                 return default
             return (self._gets[j] or self._open_get(j))(key, default)
         if self._layers is not None:
-            slot = self._layers.slot(key)
-            if slot is None:
-                self._check_open()
-                return default
-            value = (self._gets[slot] or self._open_get(slot))(key, default)
-            return default if value is TOMBSTONE else value
+            # Install the layered lookup as this reader's get (until a partition is evicted or
+            # the reader closes, which remove it again).
+            self._check_open()
+            get = self._layers.make_get(self._gets, self._open_get, _key, TOMBSTONE)
+            self.__dict__["get"] = get
+            return get(key, default)
         for j, get in enumerate(self._gets):
             if self._mins[j] <= key <= self._maxs[j]:
                 value = (get or self._open_get(j))(key, _MISSING)

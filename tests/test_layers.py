@@ -173,3 +173,23 @@ def test_policy_compaction_failure_keeps_the_update(tmp_path, monkeypatch, caplo
     assert "changed while compacting" in caplog.text
     with kvs.open_store(uri) as r:
         assert r.commit.op == "update" and r.get(b"0001") == b"x" and r.get(b"0002") is None
+
+
+def test_layered_get_survives_eviction_and_refuses_after_close(tmp_path):
+    """The installed layered get reopens evicted partitions and stops working at close."""
+    kvs = kvio.KeyValueSystem(conf={**NO_POLICY, "kvio.partition.size.max": "4KB",
+                                    "kvio.read.open.partitions": "2"})
+    uri = str(tmp_path / "s")
+    model = {b"k%05d" % i: b"v%d" % i for i in range(1200)}
+    with kvs.create_store(uri) as w:
+        w.put_many(sorted(model.items()))
+    for n in range(3):
+        _apply(kvs, uri, [("set", b"k%05d" % (n * 300 + j), b"u%d" % n) for j in range(0, 300, 3)]
+               + [("del", b"k%05d" % (n * 300 + j), b"") for j in range(1, 300, 7)], model)
+    with kvs.open_store(uri) as r:
+        assert r._layers is not None and len(r.manifest.live()) > 10
+        for _ in range(2):  # twice: partitions were evicted in between
+            assert [r.get(k) for k in sorted(model)] == [model[k] for k in sorted(model)]
+            assert r.get(b"k00001") is None and r.get(b"zz") is None and r.get(b"") is None
+    with pytest.raises(kvio.ReaderClosedError):
+        r.get(b"k00002")
