@@ -644,7 +644,8 @@ class PartitionReader:
                 yield self.block(b)
             return
         offsets, stored = self._block_offset, self._block_stored
-        window, w_lo, w_hi, base = b"", 0, 0, 0  # blocks [w_lo, w_hi) are in ``window``
+        window: bytes | None = None
+        w_lo = w_hi = base = 0  # blocks [w_lo, w_hi) are in ``window`` (None: read one by one)
         for b in range(first, last):
             blk = self._blocks[b]
             if blk is None:
