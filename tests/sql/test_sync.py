@@ -1,0 +1,185 @@
+"""kvio sync: the table follows the store, incrementally where the versions share partitions."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import kvio
+from kvio.cli import main
+from kvio.errors import KvioError
+from kvio.sql import connect, parse_table_name, read_state, sync_store
+
+# No automatic compaction unless a test asks for it: the method each sync picks is asserted.
+NO_COMPACT = {"kvio.compact.max.layers": "0", "kvio.compact.size.ratio": "0"}
+
+
+def make(kvs, uri, pairs, mode="error"):
+    with kvs.create_store(uri, mode=mode) as writer:
+        writer.put_many(sorted(pairs.items()))
+
+
+def current(kvs, uri):
+    with kvs.open_store(uri) as reader:
+        return dict(reader.items())
+
+
+def update(kvs, uri, sets=(), deletes=()):
+    with kvs.update_store(uri) as u:
+        for k, v in sets:
+            u.set(k, v)
+        for k in deletes:
+            u.delete(k)
+
+
+def test_first_sync_creates_then_updates_and_deletes_apply(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"\x00": b"a", b"b": b"2", b"\xff": b"3", b"gone": b"x"})
+    table = database.table()
+    first = sync_store(kvs, uri, database.url, table)
+    assert first.method == "create" and first.from_version is None
+    assert database.rows(table) == current(kvs, uri)
+
+    update(kvs, uri, sets=[(b"b", b"20"), (b"new", b"\x00\xff")], deletes=[b"gone", b"never"])
+    second = sync_store(kvs, uri, database.url, table)
+    assert (second.method, second.upserted, second.deleted) == ("incremental", 2, 2)
+    assert second.from_version == first.to_version
+    assert database.rows(table) == current(kvs, uri)
+    assert b"gone" not in database.rows(table)
+
+    again = sync_store(kvs, uri, database.url, table)
+    assert again.method == "unchanged"
+    with connect(database.url) as db:
+        state = read_state(db, parse_table_name(table))
+    with kvs.open_store(uri) as reader:
+        assert state is not None
+        assert (state.version, state.commit_seq) == (reader.version, reader.commit.seq)
+    assert state.store == str(tmp_path / "s")
+
+
+def test_several_updates_between_syncs(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"k%03d" % i: b"v" for i in range(100)})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table)
+    update(kvs, uri, sets=[(b"k001", b"one")], deletes=[b"k002"])
+    update(kvs, uri, sets=[(b"k002", b"back")], deletes=[b"k001"])  # the same keys again
+    update(kvs, uri, deletes=[b"k050"])
+    result = sync_store(kvs, uri, database.url, table)
+    assert result.method == "incremental"
+    assert database.rows(table) == current(kvs, uri)
+    assert b"k001" not in database.rows(table) and database.rows(table)[b"k002"] == b"back"
+
+
+def test_overwrite_takes_the_full_path(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"a": b"1", b"b": b"2"})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table)
+    make(kvs, uri, {b"b": b"22", b"c": b"3"}, mode="overwrite")
+    result = sync_store(kvs, uri, database.url, table)
+    assert result.method == "replace"
+    assert database.rows(table) == {b"b": b"22", b"c": b"3"}
+
+
+def test_compaction_keeps_the_incremental_path(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"k%03d" % i: b"v" for i in range(50)})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table)
+    update(kvs, uri, sets=[(b"k001", b"x")], deletes=[b"k003"])
+    kvs.compact(uri)
+    result = sync_store(kvs, uri, database.url, table)
+    assert (result.method, result.upserted, result.deleted) == ("incremental", 1, 1)
+    assert database.rows(table) == current(kvs, uri)
+
+
+def test_synced_version_no_longer_retained_replaces(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf={**NO_COMPACT, "kvio.versions.retain": "1",
+                                    "kvio.gc.grace": "0s"})
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"a": b"1", b"b": b"2"})
+    table = database.table()
+    first = sync_store(kvs, uri, database.url, table)
+    for i in range(3):
+        update(kvs, uri, sets=[(b"c%d" % i, b"3")], deletes=[b"a"])
+    kvs.gc(uri)
+    assert not any(d["version"] == first.to_version and d["available"]
+                   for d in kvs.versions(uri))
+    result = sync_store(kvs, uri, database.url, table)
+    assert result.method == "replace"
+    assert database.rows(table) == current(kvs, uri)
+
+
+def test_refuses_tables_it_did_not_create_and_other_stores(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    make(kvs, str(tmp_path / "s"), {b"a": b"1"})
+    make(kvs, str(tmp_path / "t"), {b"a": b"1"})
+    theirs = database.table()
+    database.run(f'CREATE TABLE "{theirs}" ("key" TEXT PRIMARY KEY, "value" TEXT)')
+    database.run(f'INSERT INTO "{theirs}" VALUES (\'keep\', \'me\')')
+    with pytest.raises(KvioError, match="not created by kvio sync"):
+        sync_store(kvs, str(tmp_path / "s"), database.url, theirs)
+    assert database.rows(theirs) == {b"keep": b"me"}
+    mine = database.table()
+    sync_store(kvs, str(tmp_path / "s"), database.url, mine)
+    with pytest.raises(KvioError, match="mirrors the store"):
+        sync_store(kvs, str(tmp_path / "t"), database.url, mine)
+
+
+def test_text_mirror(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {"é".encode(): b"1", b"b": b"2"})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table, text=True)
+    update(kvs, uri, sets=[(b"c", "ü".encode())], deletes=["é".encode()])
+    assert sync_store(kvs, uri, database.url, table, text=True).method == "incremental"
+    assert database.rows(table) == {b"b": b"2", b"c": "ü".encode()}
+    update(kvs, uri, sets=[(b"d", b"\xff")])
+    with pytest.raises(KvioError, match="not valid UTF-8"):
+        sync_store(kvs, uri, database.url, table, text=True)
+    assert database.rows(table) == {b"b": b"2", b"c": "ü".encode()}  # rolled back
+
+
+def test_mirror_of_20k_keys_through_10_updates_of_1_percent(database, tmp_path):
+    """The issue's proof at test scale (the benchmark runs 1M keys): with the default
+    compaction policy, which compacts somewhere along the way."""
+    kvs = kvio.KeyValueSystem()
+    uri = str(tmp_path / "s")
+    rng = random.Random(13)
+    n = 20_000
+    make(kvs, uri, {b"key-%08d" % i: rng.randbytes(rng.randrange(0, 40)) for i in range(n)})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table)
+    methods = []
+    for round_ in range(10):
+        keys = rng.sample(range(n + 1000), n // 100)
+        sets = [(b"key-%08d" % k, b"r%d-" % round_ + rng.randbytes(8)) for k in keys[::2]]
+        deletes = [b"key-%08d" % k for k in keys[1::2]]
+        update(kvs, uri, sets=sets, deletes=deletes)
+        methods.append(sync_store(kvs, uri, database.url, table).method)
+    assert set(methods) == {"incremental"}, methods
+    assert database.rows(table) == current(kvs, uri)
+    assert any(d["op"] == "compact" for d in kvs.versions(uri)), "the policy never compacted"
+
+
+def test_cli(database, tmp_path, capsys):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"a": b"1"})
+    table = database.table()
+    assert main(["sync", uri, database.url, "--table", table]) == 0
+    assert "create, 1 upserted" in capsys.readouterr().out
+    update(kvs, uri, sets=[(b"b", b"2")], deletes=[b"a"])
+    assert main(["--json", "sync", uri, database.url, "--table", table]) == 0
+    out = capsys.readouterr().out
+    assert '"method": "incremental"' in out and '"deleted": 1' in out
+    assert main(["sync", uri, database.url, "--table", table]) == 0
+    assert "already holds version" in capsys.readouterr().out
+    assert database.rows(table) == {b"b": b"2"}
+    assert main(["sync", uri, str(tmp_path / "x.db"), "--table", table]) == 2
