@@ -219,7 +219,8 @@ def current_state_for_read(io: FileIO) -> StoreState:
         raise IncompleteStoreError("store has no published version: its writer never finished "
                                    "(or is still running)", store=io.uri)
     names = io.listdir() if io.isdir() else None
-    if names and all(n in (layout.COMMITS, layout.VERSIONS, layout.STAGING, layout.PINS)
+    # The marker may have appeared since it was looked for (a first writer racing this read).
+    if names and all(n in (layout.COMMITS, layout.VERSIONS, layout.STAGING, layout.PINS, layout.MARKER)
                      or n.startswith(TMP_PREFIX) for n in names):
         raise IncompleteStoreError("store has no published version: its first writer died while "
                                    "creating it", store=io.uri)

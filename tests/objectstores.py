@@ -11,6 +11,7 @@ Outside CI a server that cannot start (moto or azurite not installed) skips the 
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -97,6 +98,8 @@ def start_s3_server() -> S3Server:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
         unavailable(f"moto's S3 server is not installed (pip install 'moto[server]'): {exc}")
+    # One INFO line per request from moto's web server would bury a failing test's output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
