@@ -29,6 +29,9 @@ Write options:
   deleteColumn         with writeMode/mode append: a boolean column; true deletes the key
                        (its value may be null), false or null sets it; upserts and deletes
                        publish as one version (tombstones, docs/FORMAT.md §3.8)
+  expectedVersion      publish only on top of this version (compare-and-swap): when the store's
+                       current version is another one, fail with ConcurrentCommitError and
+                       publish nothing (spark_jobs/compact_store.py rewrites what it read)
   sortMemory           bytes a task sorts in memory before spilling a run (default 256MB)
   spillDir             local directory for sort runs (default: Spark's local dir)
   kvio.*, storage.<name>  as above
@@ -78,7 +81,7 @@ from pyspark.sql.types import BinaryType, BooleanType, DataType, StringType, Str
 from kvio import keyranges, pins, versions
 from kvio.committer import MODES, Job, JobContext
 from kvio.config import Config, parse_bool, parse_size
-from kvio.errors import InvalidArgumentError, KvioError
+from kvio.errors import ConcurrentCommitError, InvalidArgumentError, KvioError
 from kvio.fs import FileIO
 from kvio.keyranges import ALL, NOTHING, Range
 from kvio.plan import Piece, Split, read_version_split
@@ -396,6 +399,15 @@ def _writer(options: Mapping[str, str], schema: StructType, overwrite: bool) -> 
                         f"needs mode append, not {mode!r}", store=uri)
     job = Job.setup(uri, mode=mode, conf=_kvio_conf(options),
                     storage_options=_storage_options(options))
+    expected = options.get("expectedVersion") or None
+    if expected is not None and job.ctx.base_version != expected:
+        # Compare-and-swap for jobs that rewrite what they read (compaction): the commit
+        # itself refuses a publish that lands after this point, this refuses one before it.
+        job.abort()
+        raise ConcurrentCommitError(
+            f"expected to replace version {expected}, but the current version is "
+            f"{job.ctx.base_version}: another job published meanwhile; nothing was published",
+            store=uri, landed=False)
     return KvStoreWriter(job.ctx.to_json(), key_column, value_column, duplicates, sort_memory,
                          options.get("spillDir") or None, delete_column)
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import kvio
-from spark_jobs import build_store, clone_store, export_store
+from spark_jobs import build_store, clone_store, compact_store, export_store
 
 from .conftest import ROOT, build, last_json, run_child, staging_files, store_items
 
@@ -106,6 +106,41 @@ def test_clone_and_export(spark, tmp_path, capsys):
     assert sorted((d["key"].encode(), d["value"].encode()) for d in lines) == sorted(model.items())
     assert export_store.main([src, out, "--format", "json"], spark=spark) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_compact_store(spark, tmp_path, capsys):
+    """Updates with deletes stacked on a store, compacted by the Spark job: disjoint partitions
+    without tombstones, the same pairs; a publish between planning and publishing is refused."""
+    uri = str(tmp_path / "s")
+    model = build(uri, [(b"%05d" % i, b"v%d" % i) for i in range(3000)],
+                  {"kvio.partition.size.max": "16KB"})
+    kvs = kvio.KeyValueSystem(conf={"kvio.compact.max.layers": "0"})
+    for n in range(3):
+        with kvs.update_store(uri) as u:
+            for i in range(n, 3000, 97):
+                u.set(b"%05d" % i, b"u%d" % n)
+                model[b"%05d" % i] = b"u%d" % n
+            for i in range(n + 40, 3000, 131):
+                u.delete(b"%05d" % i)
+                model.pop(b"%05d" % i, None)
+    with kvs.open_store(uri) as before:
+        assert not before.manifest.disjoint and any(p.tombstones for p in before.manifest.partitions)
+        old_version = before.version
+    assert compact_store.main([uri, "--json"], spark=spark) == 0
+    summary = summary_of(capsys)
+    assert summary["source_version"] == old_version and summary["records"] == len(model)
+    with kvs.open_store(uri) as after:
+        assert after.manifest.disjoint and not any(p.tombstones for p in after.manifest.partitions)
+        assert list(after.items()) == sorted(model.items())
+        compacted = after.version
+
+    # expectedVersion: a write planned on an older version publishes nothing
+    df = spark.createDataFrame([(b"x", b"y")], "key binary, value binary")
+    with pytest.raises(Exception, match="expected to replace version"):
+        (df.write.format("kvstore").mode("overwrite").option("writeMode", "overwrite")
+         .option("expectedVersion", old_version).save(uri))
+    with kvs.open_store(uri) as reader:
+        assert reader.version == compacted and list(reader.items()) == sorted(model.items())
 
 
 def test_bad_arguments_fail_before_spark(tmp_path, capsys):
