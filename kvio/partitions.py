@@ -26,6 +26,7 @@ from .format.manifest import PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import BufferSource, RangeSource, Source
 from .fs import FileIO
+from .read_cache import disk_cache, file_identity
 
 
 def version_file(version: str, entry: PartitionEntry) -> str:
@@ -54,13 +55,18 @@ def _map_local(path: str) -> BufferSource:
     return BufferSource(mapped, name=path, handle=mapped)
 
 
-def open_source(io: FileIO, rel: str, size: int) -> Source:
-    """A byte source over the file at ``rel``: mapped locally, ranged reads elsewhere.
+def open_source(io: FileIO, rel: str, size: int, *, conf: Config | None = None,
+                footer_checksum: str | None = None) -> Source:
+    """A byte source over the file at ``rel``: mapped locally, ranged reads elsewhere (through
+    the disk cache ``kvio.read.cache.dir`` when ``conf`` sets one).
 
     Args:
         io: the store's file I/O.
         rel: the file's path relative to the store root.
         size: the file's expected size (ranged sources do not stat the file).
+        conf: settings; None: no disk cache.
+        footer_checksum: the manifest's footer checksum of the file; with ``size`` it names
+            the file's content in the disk cache (a file is cached only when it is given).
 
     Returns:
         The source.
@@ -71,7 +77,15 @@ def open_source(io: FileIO, rel: str, size: int) -> Source:
     """
     if io.is_local:
         return _map_local(io.local_path(rel))
-    return RangeSource(lambda offset, length: io.read_range(rel, offset, length), size, io.path(rel))
+    def fetch(offset: int, length: int) -> bytes:
+        return io.read_range(rel, offset, length)
+
+    if conf is not None and conf.read_cache_dir and footer_checksum is not None:
+        cache = disk_cache(conf.read_cache_dir, conf.read_cache_bytes)
+        identity = file_identity(io.path(rel), size, footer_checksum)
+        return RangeSource(cache.wrap(identity, fetch), size, io.path(rel), uncached=fetch,
+                           discard=lambda offset, length: cache.discard(identity, offset, length))
+    return RangeSource(fetch, size, io.path(rel))
 
 
 def open_partition(io: FileIO, rel: str, entry: PartitionEntry, conf: Config, *,
@@ -94,7 +108,7 @@ def open_partition(io: FileIO, rel: str, entry: PartitionEntry, conf: Config, *,
         UnsupportedFormatError: the file was written by an unknown format version.
     """
     try:
-        source = open_source(io, rel, entry.size)
+        source = open_source(io, rel, entry.size, conf=conf, footer_checksum=entry.footer_checksum)
         return PartitionReader(source, store=io.uri, expected=entry.to_json(),
                                verify=conf.verify_checksums if verify is None else verify,
                                cache_blocks=conf.cache_blocks, read_ahead=conf.read_ahead_bytes)

@@ -183,6 +183,7 @@ class PartitionReader:
             raise self._corrupt("bad magic number in header (not a kvio partition file)")
         f_off, f_len, f_sum, t_version, t_flags, t_sum, t_magic = TRAILER.unpack(trailer)
         if t_magic != PARTITION_MAGIC or checksum(trailer[:32]) != t_sum:
+            self.source.discard(size - TRAILER.size, TRAILER.size)
             raise self._corrupt("trailer is damaged (magic or trailer checksum mismatch)")
         # The header has no checksum of its own: it is protected by agreeing with the
         # checksummed trailer. Only when both agree is an unknown version or flag a newer
@@ -210,6 +211,7 @@ class PartitionReader:
             raise self._corrupt("footer checksum differs from the manifest (wrong or replaced file)")
         footer = self.source.read_bytes(f_off, f_len)
         if checksum(footer) != f_sum:
+            self.source.discard(f_off, f_len)
             raise self._corrupt("footer checksum mismatch")
         meta_len = int.from_bytes(footer[:8], "little")
         try:
@@ -311,6 +313,7 @@ class PartitionReader:
                 raise self._corrupt(f"index page {p} is truncated")
             data = memoryview(raw).cast("Q")
         if self.verify and checksum(data) != self._page_checksums[p]:
+            self.source.discard(start, INDEX_PAGE_BYTES)
             raise self._corrupt(f"index page {p} checksum mismatch")
         if not self._page_ok[p]:
             self._pages_verified += 1
@@ -340,6 +343,9 @@ class PartitionReader:
         elif stored is None:
             stored = self.source.read_bytes(off, stored_len)
         if len(stored) != stored_len or (self.verify and checksum(stored) != self._block_checksum[b]):
+            # A cache below the source must not keep serving these bytes: a damaged transfer
+            # is then fetched again by the next reader instead of failing until evicted.
+            self.source.discard(off, stored_len)
             raise self._corrupt(f"block {b} checksum mismatch")
         if self._codec is not None:
             try:
@@ -656,7 +662,7 @@ class PartitionReader:
                             and offsets[end] + stored[end] <= limit:
                         end += 1
                     base = offsets[b]
-                    window = self.source.read_bytes(base, offsets[end - 1] + stored[end - 1] - base) \
+                    window = self.source.read_uncached(base, offsets[end - 1] + stored[end - 1] - base) \
                         if end - b > 1 else None
                     w_lo, w_hi = b, end
                 piece = None if window is None else window[offsets[b] - base:offsets[b] - base + stored[b]]
@@ -668,23 +674,6 @@ class PartitionReader:
         words, raw, kq, kd, _, _ = blk.hot
         kq += blk.r0 + i
         return raw[kd + words[kq]:kd + words[kq + 1]]
-
-    def _row_at_or_after(self, key: bytes) -> tuple[int, int]:
-        """(block, row in block) of the first key >= ``key``."""
-        b = max(0, bisect_right(self.first_keys, key) - 1)
-        while b < self.block_count:
-            blk = self.block(b)
-            lo, hi = 0, blk.n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if self.key_at(blk, mid) < key:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < blk.n:
-                return b, lo
-            b += 1
-        return self.block_count, 0
 
     def batch(self, b: int) -> pa.RecordBatch:
         """Block ``b`` as a RecordBatch of large_binary key/value columns (zero-copy)."""
@@ -705,16 +694,22 @@ class PartitionReader:
         lo_block, hi_block = blocks if blocks is not None else (0, self.block_count)
         first_b, last_b = self.block_range(start, stop)
         first_b, last_b = max(first_b, lo_block), min(last_b, hi_block)
-        begin_row = 0
-        if start is not None and first_b < last_b:
-            rb, rr = self._row_at_or_after(start)
-            if rb > first_b:
-                first_b, begin_row = rb, rr
-            elif rb == first_b:
-                begin_row = rr
+        # The first block may start before ``start``: its first row is searched once the
+        # block is read (with the blocks after it, when read ahead). A block whose keys are all
+        # below ``start`` yields nothing; the next one then starts above it (bisect_right).
+        begin = b"" if start is None else start
+        search = begin != b"" and first_b < last_b and self.first_keys[first_b] < begin
         for b, blk in enumerate(self._scan_blocks(first_b, last_b), first_b):
             batch = blk.batch
-            lo = begin_row if b == first_b else 0
+            lo = 0
+            if search and b == first_b:
+                hi = blk.n
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if self.key_at(blk, mid) < begin:
+                        lo = mid + 1
+                    else:
+                        hi = mid
             hi = blk.n
             if stop is not None and (b == last_b - 1 or (b + 1 < self.block_count
                                                          and self.first_keys[b + 1] >= stop)):

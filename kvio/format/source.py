@@ -26,6 +26,13 @@ class Source:
     def read_bytes(self, offset: int, length: int) -> bytes:
         return bytes(self.read(offset, length))
 
+    def read_uncached(self, offset: int, length: int) -> bytes:
+        """Like :meth:`read_bytes`, for reads a cache should not keep (scan read-ahead)."""
+        return self.read_bytes(offset, length)
+
+    def discard(self, offset: int, length: int) -> None:
+        """Forget a piece read earlier whose checksum failed (a cache below drops it)."""
+
     def close(self) -> None:
         pass
 
@@ -78,10 +85,19 @@ class BufferSource(Source):
 
 
 class RangeSource(Source):
-    """One ranged read per call through a callable ``read_range(offset, length) -> bytes``."""
+    """One ranged read per call through a callable ``read_range(offset, length) -> bytes``.
 
-    def __init__(self, read_range: Callable[[int, int], bytes], size: int, name: str):
+    ``uncached`` (default ``read_range``) serves :meth:`read_uncached`: when ``read_range`` goes
+    through a disk cache, scans read past it; ``discard(offset, length)`` drops a piece from
+    that cache when the reader finds it damaged.
+    """
+
+    def __init__(self, read_range: Callable[[int, int], bytes], size: int, name: str,
+                 uncached: Callable[[int, int], bytes] | None = None,
+                 discard: Callable[[int, int], None] | None = None):
         self._read_range = read_range
+        self._uncached = uncached or read_range
+        self._discard = discard
         self.size = size
         self.name = name
         self.requests = 0
@@ -91,7 +107,16 @@ class RangeSource(Source):
         return memoryview(self.read_bytes(offset, length))
 
     def read_bytes(self, offset: int, length: int) -> bytes:
-        data = self._read_range(offset, length)
+        return self._counted(self._read_range(offset, length))
+
+    def read_uncached(self, offset: int, length: int) -> bytes:
+        return self._counted(self._uncached(offset, length))
+
+    def discard(self, offset: int, length: int) -> None:
+        if self._discard is not None:
+            self._discard(offset, length)
+
+    def _counted(self, data: bytes) -> bytes:
         self.requests += 1
         self.bytes_read += len(data)
         return bytes(data) if type(data) is not bytes else data
