@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from ..errors import KvioError
 from .db import Database, TableName, quote_identifier
+from .hooks import pause_point
 
 __all__ = ["KEY", "VALUE", "create_kv_table", "check_kv_table", "append_rows", "upsert_rows",
            "delete_keys", "as_table_batches"]
@@ -64,6 +65,7 @@ def as_table_batches(batches: Iterable[pa.RecordBatch], text: bool, store: str,
             if on_rows is not None:
                 on_rows(batch.num_rows)
             yield pa.record_batch(columns, schema=schema)
+            pause_point("write:batch")  # (crash tests: a bulk load in progress)
 
     return pa.RecordBatchReader.from_batches(schema, convert())
 
