@@ -191,12 +191,13 @@ class DiskCache:
                 handle.write(header)
                 handle.write(data)
             with self._locked():
+                total = self._read_total()  # (before the rename: a recount must not see it)
                 try:
                     replaced = os.stat(path).st_size
                 except OSError:
                     replaced = 0
                 os.replace(tmp, path)
-                total = self._read_total() + size - replaced
+                total += size - replaced
                 if total > self.max_bytes:
                     total = self._evict()
                 self._write_total(total)
