@@ -16,6 +16,7 @@ from .errors import (
     KvioError,
     StoreExistsError,
     StoreNotFoundError,
+    UnsafeFilesystemError,
 )
 from .format.commit_record import CommitRecord
 from .fs import FileIO
@@ -187,6 +188,13 @@ class KeyValueSystem:
             base.rename_dir(src_io.root.lstrip("/"), dst_io.root.lstrip("/"))
         else:
             dst_io.require_atomic()
+            if dst_io.create_only and not self.conf.allow_non_atomic:
+                # An object store moves object by object: readers of dst could see a record
+                # before the files it names.
+                raise UnsafeFilesystemError("an object store cannot rename a store atomically "
+                                            "(it copies every object); copy it with kvio export/"
+                                            "import or clone-store, or set "
+                                            "kvio.commit.allow.non.atomic=true", store=src)
             src_io.fs.mv(src_io.root, dst_io.root, recursive=True)
 
     def update_store(self, uri: str, retries: int = 5) -> StoreUpdate:

@@ -53,6 +53,7 @@ from .repair import cmd_repair
 from .serve import add_serve_command
 from .smoke import cmd_run_kv_test
 from .sql import add_database_options, add_sync_command, cmd_export_any, cmd_import_any, is_database_url
+from .storage_options import build_storage_options, storage_option_item
 from .update import add_update_commands
 
 __all__ = ["main", "display", "escape"]
@@ -96,6 +97,11 @@ def _common_options(in_subcommand: bool) -> argparse.ArgumentParser:
     group.add_argument("--conf", dest="conf_after" if in_subcommand else "conf", action="append",
                        type=_conf_item, metavar="KEY=VALUE", default=default([]),
                        help="override a setting (repeatable), e.g. kvio.block.compression=zstd")
+    group.add_argument("--storage-option", dest="storage_options_after" if in_subcommand
+                       else "storage_options", action="append", type=storage_option_item,
+                       metavar="KEY=VALUE", default=default([]),
+                       help="fsspec storage option for the stores (repeatable; JSON values, "
+                            "dotted keys nest), e.g. endpoint_url=http://127.0.0.1:9000")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="machine-readable output")
     group.add_argument("--no-progress", action="store_true", default=default(False),
@@ -227,6 +233,7 @@ def _decode_key_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.conf = list(args.conf) + list(getattr(args, "conf_after", []))
+    args.storage_options = list(args.storage_options) + list(getattr(args, "storage_options_after", []))
     _decode_key_arguments(parser, args)
     return args
 
@@ -321,7 +328,8 @@ def _run(argv: list[str] | None) -> int:
         _check_protocols(args)
         if args.func is cmd_run_kv_test:
             return cmd_run_kv_test(args, conf)  # reports its own failures, by contract
-        return args.func(args, KeyValueSystem(conf=conf))
+        options = build_storage_options(args.storage_options)
+        return args.func(args, KeyValueSystem(conf=conf, storage_options=options))
     except _UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: {exc}", file=sys.stderr)

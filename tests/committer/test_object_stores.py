@@ -396,3 +396,51 @@ def test_eight_racing_writer_processes_on_s3_configured_by_the_environment(s3_se
     assert kvs.versions(uri)[-1]["version"] == won[0]
     tags = set(content(kvs, uri).values())
     assert len(tags) == 1
+
+
+# ---- the CLI -----------------------------------------------------------------------------------
+def test_cli_reaches_s3_through_storage_options_and_the_environment(s3_server, tmp_path, capsys,
+                                                                     monkeypatch):
+    """--storage-option in process; then a `kvio` process that has only the AWS_* environment."""
+    from kvio.cli import main
+    for var in s3_server.env:
+        monkeypatch.delenv(var, raising=False)
+    bucket = s3_server.new_bucket()
+    uri, other = f"s3://{bucket}/cli", f"s3://{bucket}/cli-2"
+    source = tmp_path / "in.tsv"
+    source.write_text("".join(f"k{i:04d}\tv{i}\n" for i in range(500)))
+    options = [f"--storage-option=endpoint_url={s3_server.endpoint}",
+               f"--storage-option=key={s3_server.storage_options['key']}",
+               f"--storage-option=secret={s3_server.storage_options['secret']}",
+               "--storage-option=client_kwargs.region_name=us-east-1"]
+    assert main(["import", *options, str(source), uri]) == 0
+    assert main(["set", *options, uri, "k0001", "changed"]) == 0
+    assert main(["import", *options, str(source), other]) == 0
+    assert main(["verify", *options, uri]) == 0
+    capsys.readouterr()
+    assert main(["get", *options, uri, "k0001", "k0002"]) == 0
+    assert capsys.readouterr().out.split() == ["changed", "v2"]
+    assert main(["diff", *options, uri, other]) == 1  # k0001 differs
+    assert main(["mv", *options, uri, f"s3://{bucket}/moved"]) == 1
+    assert "cannot rename a store atomically" in capsys.readouterr().err
+    # Without options: botocore reads AWS_ENDPOINT_URL and the keys from the environment.
+    env = {**os.environ, **s3_server.env, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "kvio", "get", uri, "k0001"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout.strip()) == (0, "changed"), run.stderr
+    run = subprocess.run([sys.executable, "-m", "kvio", "get", uri, "k0001"],
+                         env={k: v for k, v in env.items() if k != "AWS_ENDPOINT_URL"},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1  # the real AWS endpoint does not know this bucket (or is unreachable)
+
+
+def test_storage_option_values_and_nesting():
+    from kvio.cli.storage_options import build_storage_options, storage_option_item
+    items = [storage_option_item(t) for t in ("anon=true", "client_kwargs.region_name=eu-west-1",
+                                              "endpoint_url=http://h:1", "n=3", "client_kwargs.x={\"a\": 1}")]
+    assert build_storage_options(items) == {"anon": True, "endpoint_url": "http://h:1", "n": 3,
+                                            "client_kwargs": {"region_name": "eu-west-1", "x": {"a": 1}}}
+    import argparse
+    for bad in ("novalue", "=x", "a..b=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            storage_option_item(bad)
