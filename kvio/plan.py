@@ -19,7 +19,7 @@ files): a task needs only the store URI, the version and its split.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -334,6 +334,69 @@ def read_version_split(io: FileIO, version: str, split: Split, conf: Config,
         cache.close()
 
 
+def _winners(runs: Sequence[Sequence[pa.RecordBatch]], first_prio: int = 0) -> pa.Table | None:
+    """Sorted runs merged into one table holding each key once with its highest-priority row
+    and that row's ``prio`` (tombstone rows kept: the caller decides what they hide)."""
+    tables = []
+    for prio, batches in enumerate(runs, start=first_prio):
+        if batches:
+            t = pa.Table.from_batches(batches, SCHEMA)
+            if t.num_rows:
+                tables.append(t.append_column("prio", pa.array(np.full(t.num_rows, prio, np.int32))))
+    if not tables:
+        return None
+    if len(tables) == 1:
+        return tables[0].combine_chunks()
+    table = pa.concat_tables(tables).combine_chunks()
+    table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending"), ("prio", "descending")]))
+    keys = table.column("key").combine_chunks()
+    if len(keys) > 1:
+        changed = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+        table = table.filter(pa.concat_arrays([pa.array([True]), changed]))
+    return table
+
+
+def _live(table: pa.Table, deleting: list[int]) -> pa.Table:
+    """Rows of a winners table that are not tombstones, without the ``prio`` column."""
+    if deleting:
+        table = table.filter(pc.invert(pc.is_in(table.column("prio"), pa.array(deleting, pa.int32()))))
+    return table.drop_columns(["prio"])
+
+
+def _patch(base: Sequence[pa.RecordBatch], top: pa.Table,
+           deleting: list[int]) -> Iterator[pa.RecordBatch]:
+    """A big base run patched with the small table of winners above it: base batches that no
+    winner falls into pass through untouched (no copy, no sort); the others lose the keys the
+    winners replace or delete and get the live winners sorted in."""
+    top_keys = top.column("key").to_pylist()
+    done = 0  # winners emitted so far
+    for batch in base:
+        if not batch.num_rows:
+            continue
+        keys = batch.column(0)
+        before = bisect_left(top_keys, keys[0].as_py(), lo=done)
+        inside = bisect_right(top_keys, keys[-1].as_py(), lo=before)
+        if before > done:  # winners between the previous base batch and this one
+            yield from _live(top.slice(done, before - done), deleting).to_batches()
+        if inside == before:
+            yield batch
+        else:
+            piece = top.slice(before, inside - before)
+            kept = batch.filter(pc.invert(pc.is_in(keys, value_set=piece.column("key"))))
+            merged = pa.concat_tables([pa.Table.from_batches([kept], SCHEMA),
+                                       _live(piece, deleting).cast(SCHEMA)])
+            merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending")]))
+            yield from merged.combine_chunks().to_batches()
+        done = inside
+    if done < len(top_keys):
+        yield from _live(top.slice(done), deleting).to_batches()
+
+
+#: the base run is patched instead of sorted with the rest when it holds at least this many
+#: times the rows of the runs above it (a store with a few small updates on top)
+_PATCH_RATIO = 8
+
+
 def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]],
                       tombstones: Sequence[bool] | None = None) -> Iterator[pa.RecordBatch]:
     """Sorted runs (lowest priority first) merged into one sorted run holding each key once,
@@ -347,26 +410,17 @@ def merge_by_priority(runs: Sequence[Sequence[pa.RecordBatch]],
     Yields:
         Record batches of the merged run.
     """
-    tables = []
-    for prio, batches in enumerate(runs):
-        if batches:
-            t = pa.Table.from_batches(batches, SCHEMA)
-            if t.num_rows:
-                tables.append(t.append_column("prio", pa.array(np.full(t.num_rows, prio, np.int32))))
     deleting = [p for p, t in enumerate(tombstones or ()) if t]
-    if not tables:
-        return
-    if len(tables) == 1:
-        if tables[0].column("prio")[0].as_py() not in deleting:
-            yield from tables[0].drop_columns(["prio"]).combine_chunks().to_batches()
-        return
-    table = pa.concat_tables(tables).combine_chunks()
-    table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending"), ("prio", "descending")]))
-    keys = table.column("key").combine_chunks()
-    if len(keys) > 1:
-        changed = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
-        table = table.filter(pa.concat_arrays([pa.array([True]), changed]))
-    if deleting:
-        table = table.filter(pc.invert(pc.is_in(table.column("prio"),
-                                                pa.array(deleting, pa.int32()))))
-    yield from table.drop_columns(["prio"]).combine_chunks().to_batches()
+    if len(runs) > 1 and 0 not in deleting:
+        base_rows = sum(b.num_rows for b in runs[0])
+        above = sum(b.num_rows for run in runs[1:] for b in run)
+        if base_rows >= _PATCH_RATIO * above:
+            top = _winners(runs[1:], first_prio=1)
+            if top is None:
+                yield from (b for b in runs[0] if b.num_rows)
+            else:
+                yield from _patch(runs[0], top, deleting)
+            return
+    table = _winners(runs)
+    if table is not None:
+        yield from _live(table, deleting).combine_chunks().to_batches()

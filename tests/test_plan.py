@@ -156,6 +156,51 @@ def test_merge_by_priority_keeps_highest():
                                {"key": b"c", "value": b"2"}]
 
 
+def _batches_of(pairs, sizes):
+    """Sorted pairs cut into SCHEMA batches of the given sizes (cycled; empty batches too)."""
+    out, i, n = [], 0, 0
+    while i < len(pairs) or not out:
+        size = sizes[n % len(sizes)]
+        chunk = pairs[i:i + size]
+        out.append(pa.RecordBatch.from_arrays([pa.array([k for k, _ in chunk], pa.large_binary()),
+                                               pa.array([v for _, v in chunk], pa.large_binary())],
+                                              schema=SCHEMA))
+        i, n = i + size, n + 1
+    return out
+
+
+small_key = st.binary(max_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.dictionaries(small_key, st.binary(max_size=2), max_size=120),
+       tops=st.lists(st.tuples(st.dictionaries(small_key, st.binary(max_size=2), max_size=6),
+                               st.booleans()), max_size=3),
+       sizes=st.lists(st.integers(0, 9), min_size=1, max_size=4),
+       base_deletes=st.booleans(), padding=st.sampled_from([0, 200]))
+def test_merge_by_priority_matches_a_dict(base, tops, sizes, base_deletes, padding):
+    """Both merges (a big base patched with small runs above it, and the full sort) give what
+    applying the runs to a dict in priority order gives."""
+    if not any(sizes):
+        sizes = [3]
+    # padding: enough base keys (interleaved with the generated ones) for the patch path
+    base = {**{bytes([i % 256, 7]) + b"p": b"pad" for i in range(padding)}, **base}
+    runs = [_batches_of(sorted(base.items()), sizes)]
+    flags = [base_deletes]
+    model = {} if base_deletes else dict(base)
+    for top, deletes in tops:
+        runs.append(_batches_of(sorted(top.items()), sizes))
+        flags.append(deletes)
+        for k, v in top.items():
+            if deletes:
+                model.pop(k, None)
+            else:
+                model[k] = v
+    out = pa.Table.from_batches(list(merge_by_priority(runs, flags)), SCHEMA)
+    assert list(zip(out.column("key").to_pylist(), out.column("value").to_pylist(),
+                    strict=True)) == sorted(model.items())
+
+
 def test_missing_partition_file_is_named(tmp_path):
     kvs = KeyValueSystem()
     with kvs.create_store(str(tmp_path / "s")) as w:
