@@ -2,6 +2,9 @@
 order with spilling (the same path as ``kvio import`` of files)."""
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,11 +45,12 @@ def _cast_advice(db: Database, column: str, kind: pa.DataType) -> str:
             f"{column}, ...\" (or AS {binary})")
 
 
-def _checked_batches(db: Database, reader: pa.RecordBatchReader, key_col: str, value_col: str,
-                     source: str, on_rows: Callable[[int], Any] | None) -> Iterator[pa.RecordBatch]:
+def _checked_batches(db: Database, schema: pa.Schema, reader: Iterator[pa.RecordBatch],
+                     key_col: str, value_col: str, source: str,
+                     on_rows: Callable[[int], Any] | None) -> Iterator[pa.RecordBatch]:
     """The query's batches as (key, value) large_binary batches; a missing column, another type
     or a null is an error naming the column."""
-    names = reader.schema.names
+    names = schema.names
     for name in (key_col, value_col):
         if name not in names:
             raise KvioError(f"the result of {source} has no column {name!r} (columns: {names}); "
@@ -63,6 +67,48 @@ def _checked_batches(db: Database, reader: pa.RecordBatchReader, key_col: str, v
         if on_rows is not None:
             on_rows(batch.num_rows)
         yield normalize_batch(batch, key_col, value_col, source)
+
+
+_PREFETCH = 2  # driver batches read ahead of the sort (each a few MB)
+
+
+def _prefetched(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, fetched by a thread while the consumer sorts and writes (the
+    driver waits on the network with the GIL released), at most :data:`_PREFETCH` ahead."""
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_PREFETCH)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for batch in reader:
+                if not put(("batch", batch)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+
+    thread = threading.Thread(target=fetch, name="kvio-sql-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def import_table(kvs: KeyValueSystem, db_url: str, store_uri: str, *, table: str | None = None,
@@ -112,10 +158,12 @@ def import_table(kvs: KeyValueSystem, db_url: str, store_uri: str, *, table: str
     with connect(db_url) as db:
         reader = db.batches(sql, table=table, doing="cannot read")
         source = f"{source} in {db.url}"
-        with db.errors("reading failed", table):
+        # closing(): the fetch thread stops before the connection closes, also on an error
+        with db.errors("reading failed", table), \
+                contextlib.closing(_prefetched(reader)) as fetched:
             record, written = import_batches(
-                kvs, store_uri, mode, _checked_batches(db, reader, key_col, value_col, source,
-                                                       on_rows),
+                kvs, store_uri, mode, _checked_batches(db, reader.schema, fetched, key_col,
+                                                       value_col, source, on_rows),
                 duplicates, on_written)
     return ImportResult(store_uri, record.version if record else None, written.rows_written,
                         written.dropped, written.input_sorted)

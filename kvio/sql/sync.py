@@ -11,8 +11,9 @@ How the change is found:
 * When the current version starts with exactly the synced version's partitions (same footer
   checksums, same order: what append and update publish, carrying files unchanged), only the
   partitions after them ("new layers") can hold changed keys. For each of their keys (values
-  and tombstones) the current version's value is upserted, or the key deleted where the
-  version no longer has it. The cost follows the size of the change, not of the store.
+  and tombstones) its value in the highest layer holding it is upserted, or the key deleted
+  where that layer is a tombstone file: no lookup in the store, no full comparison. The
+  cost follows the size of the change, not of the store.
   A compaction publishes the same pairs as the version before it, so the layers are looked for
   in that version too.
 * Otherwise (overwrite, rollback) or when the synced version is no longer retained (its
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +40,7 @@ from ..system import KeyValueSystem
 from .db import Database, TableName, connect, parse_table_name
 from .exporter import write_version
 from .hooks import pause_point
-from .tables import KEY, VALUE, as_table_batches, delete_keys, upsert_rows
+from .tables import KEY, VALUE, apply_changes
 from .url import POSTGRESQL
 
 __all__ = ["SyncResult", "SyncState", "sync_store", "new_layers", "STATE_TABLE"]
@@ -167,74 +169,76 @@ def _lock(db: Database, table: TableName) -> None:
 
 
 # ---- the incremental change -----------------------------------------------------------------------
-def _layer_keys(source: Any, layers: list[PartitionEntry]) -> Iterator[bytes]:
-    """Every key of the layers (of the version ``source`` reads) once, in key order (each
-    partition is sorted: a k-way merge)."""
+def _layer_rows(source: Any, layers: list[PartitionEntry]) -> Iterator[tuple[bytes, bytes | None]]:
+    """Every key of the layers (of the version ``source`` reads) once, in key order, with its
+    value in that version: the value of the highest layer holding it, or None where that
+    layer is a tombstone file. The layers lie above every partition the versions share, so
+    no other partition can decide. Each partition is sorted: a k-way merge, one partition
+    batch per layer in memory."""
     cache = PartitionCache(source.io, source.version, source.conf)
     try:
-        def keys_of(entry: PartitionEntry) -> Iterator[bytes]:
+        def rows_of(priority: int, entry: PartitionEntry) -> Iterator[tuple]:
             for batch in cache.get(entry).iter_batches():
-                yield from batch.column(0).to_pylist()
+                values = [None] * batch.num_rows if entry.tombstones \
+                    else batch.column(1).to_pylist()
+                for key, value in zip(batch.column(0).to_pylist(), values, strict=True):
+                    yield key, -priority, value  # equal keys: the highest layer first
 
         last = None
-        for key in heapq.merge(*(keys_of(e) for e in layers if e.count)):
+        for key, _, value in heapq.merge(*(rows_of(p, e) for p, e in enumerate(layers)
+                                           if e.count)):
             if key != last:
-                yield key
+                yield key, value
                 last = key
     finally:
         cache.close()
 
 
-@dataclass
-class _Change:
-    upserts: list[pa.RecordBatch]
-    deletes: list[pa.RecordBatch]
-    upserted: int = 0
-    deleted: int = 0
-
-
-def _changes(reader: Any, source: Any, layers: list[PartitionEntry],
-             text: bool) -> Iterator[_Change]:
-    """The layers' keys in chunks, each split into (key, current value) rows and deleted keys."""
-    keys_iter = _layer_keys(source, layers)
-    binary = pa.large_binary()
+def _changes(source: Any, layers: list[PartitionEntry], text: bool,
+             store: str) -> Iterator[tuple[pa.RecordBatch, int, int]]:
+    """The change in chunks: batches of (key, value) where a null value deletes the key, with
+    the numbers of upserts and deletes in each."""
+    rows = _layer_rows(source, layers)
+    kind = pa.string() if text else pa.binary()
+    schema = pa.schema([pa.field(KEY, kind, nullable=False), pa.field(VALUE, kind)])
     while True:
-        chunk = [k for _, k in zip(range(_CHUNK), keys_iter, strict=False)]
+        chunk = list(itertools.islice(rows, _CHUNK))
         if not chunk:
             return
-        values = reader.get_many(chunk)
-        kept = [(k, v) for k, v in zip(chunk, values, strict=True) if v is not None]
-        gone = [k for k, v in zip(chunk, values, strict=True) if v is None]
-        change = _Change([], [], len(kept), len(gone))
-        if kept:
-            pairs = pa.record_batch([pa.array([k for k, _ in kept], binary),
-                                     pa.array([v for _, v in kept], binary)], names=[KEY, VALUE])
-            change.upserts.append(pairs)
-        if gone:
-            kind = pa.string() if text else pa.binary()
-            gone_keys = pa.array(gone, binary)
+        keys = pa.array([k for k, _ in chunk], pa.binary())
+        values = pa.array([v for _, v in chunk], pa.binary())
+        columns = []
+        for what, col in ((KEY, keys), (VALUE, values)):
             try:
-                gone_keys = gone_keys.cast(kind)
+                columns.append(col.cast(kind))
             except pa.ArrowInvalid:
-                raise KvioError("a deleted key is not valid UTF-8, so it cannot be in a text "
-                                "table", store=reader.uri) from None
-            change.deletes.append(pa.record_batch([gone_keys], names=[KEY]))
-        yield change
+                bad = next(k for k, v in chunk if not _utf8(k if what == KEY else v))
+                raise KvioError(f"{what} is not valid UTF-8, so it cannot go into a text "
+                                "table; sync without --text", store=store, key=bad) from None
+        deletes = values.null_count
+        yield pa.record_batch(columns, schema=schema), len(chunk) - deletes, deletes
+
+
+def _utf8(data: bytes | None) -> bool:
+    if data is None:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _apply_incremental(db: Database, reader: Any, table: TableName, source: Any,
                        layers: list[PartitionEntry], text: bool,
                        on_rows: Callable[[int], Any] | None) -> tuple[int, int]:
     upserted = deleted = 0
-    for change in _changes(reader, source, layers, text):
-        if change.upserts:
-            upsert_rows(db, table, as_table_batches(change.upserts, text, reader.uri))
-        if change.deletes:
-            delete_keys(db, table, pa.Table.from_batches(change.deletes))
-        upserted += change.upserted
-        deleted += change.deleted
+    for batch, sets, dels in _changes(source, layers, text, reader.uri):
+        apply_changes(db, table, batch)
+        upserted += sets
+        deleted += dels
         if on_rows is not None:
-            on_rows(change.upserted + change.deleted)
+            on_rows(sets + dels)
         pause_point("sync:after-chunk")
     return upserted, deleted
 

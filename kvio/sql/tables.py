@@ -13,7 +13,7 @@ from .db import Database, TableName, quote_identifier
 from .hooks import pause_point
 
 __all__ = ["KEY", "VALUE", "create_kv_table", "check_kv_table", "append_rows", "upsert_rows",
-           "delete_keys", "as_table_batches"]
+           "delete_keys", "apply_changes", "as_table_batches"]
 
 KEY = "key"
 VALUE = "value"
@@ -124,6 +124,21 @@ def upsert_rows(db: Database, table: TableName, data: pa.RecordBatchReader | pa.
     db.execute(f"INSERT INTO {table.quoted} ({_K}, {_V}) SELECT {_K}, {_V} FROM {stage.quoted} "
                f"WHERE true ON CONFLICT ({_K}) DO UPDATE SET {_V} = excluded.{_V}",
                table=table, doing="cannot upsert into")
+    db.execute(f"DROP TABLE {stage.quoted}", table=stage, doing="cannot drop")
+
+
+def apply_changes(db: Database, table: TableName, changes: pa.RecordBatch) -> None:
+    """Upserts and deletes in one go: the rows (``key``, ``value``; a null value deletes the
+    key, keys unique) are bulk-loaded into a temporary table, then one ``DELETE`` and one
+    ``INSERT ... ON CONFLICT (key) DO UPDATE`` apply them."""
+    stage = _staging(db, pa.Table.from_batches([changes]))
+    if changes.column(1).null_count:
+        db.execute(f"DELETE FROM {table.quoted} WHERE {_K} IN (SELECT {_K} FROM {stage.quoted} "
+                   f"WHERE {_V} IS NULL)", table=table, doing="cannot delete from")
+    if changes.column(1).null_count < changes.num_rows:
+        db.execute(f"INSERT INTO {table.quoted} ({_K}, {_V}) SELECT {_K}, {_V} FROM "
+                   f"{stage.quoted} WHERE {_V} IS NOT NULL ON CONFLICT ({_K}) DO UPDATE SET "
+                   f"{_V} = excluded.{_V}", table=table, doing="cannot upsert into")
     db.execute(f"DROP TABLE {stage.quoted}", table=stage, doing="cannot drop")
 
 

@@ -1,0 +1,219 @@
+"""kvio and PostgreSQL through ADBC (issue 13), each figure against the driver's bare operation
+measured in the same run:
+
+* import: ``kvio.sql.import_table`` of a table (fetch, sort, write a store, publish) vs the
+  driver's bare ``fetch_arrow_table`` of the same table (rows/s; target >= 0.7x);
+* export: ``kvio.sql.export_store`` of a store into a new table (one transaction, primary key
+  included) vs a bare ``adbc_ingest`` of the same Arrow table (rows/s; target >= 0.8x);
+* sync: ``kvio.sql.sync_store`` after an update of 1% of the keys (half set, half deleted) vs a
+  full export of the store (time; target <= 0.05).
+
+    .venv/bin/python bench/bench_sql.py [--rows 1000000] [--repeat 3] [--quick] [--json-out PATH]
+
+Rows have 22-byte keys and 100-byte random values. Every table the script creates has a random
+name and is dropped at the end (also on failure); the stores live in a temp dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import kvio  # noqa: E402
+from kvio.sql import connect, export_store, import_table, parse_table_name, sync_store  # noqa: E402
+from kvio.sql.sync import STATE_TABLE  # noqa: E402
+
+URL = os.environ.get("KVIO_BENCH_PG_URL", "postgresql://root@127.0.0.1:5432/test")
+NO_COMPACT = {"kvio.compact.max.layers": "0", "kvio.compact.size.ratio": "0"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions per figure (median)")
+    ap.add_argument("--quick", action="store_true", help="100k rows, 1 repetition")
+    ap.add_argument("--json-out", help="write rows in bench/README.md's format")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rows, args.repeat = 100_000, 1
+    return args
+
+
+def data(rows: int) -> pa.Table:
+    keys = pa.array([b"key-%018d" % i for i in range(rows)], pa.binary())  # 22 bytes
+    blob = os.urandom(rows * 100)
+    values = pa.array([blob[i * 100:(i + 1) * 100] for i in range(rows)], pa.binary())
+    return pa.table({"key": keys, "value": values})
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path):
+        self.args = args
+        self.tmp = tmp
+        self.tables: list[str] = []
+        self.kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+
+    def table(self) -> str:
+        name = f"kvbench_{uuid.uuid4().hex[:10]}"
+        self.tables.append(name)
+        return name
+
+    def drop(self, name: str) -> None:
+        with connect(URL) as db:
+            db.execute(f'DROP TABLE IF EXISTS "{name}"')
+            db.commit()
+
+    def cleanup(self) -> None:
+        with connect(URL) as db:
+            for name in self.tables:
+                db.execute(f'DROP TABLE IF EXISTS "{name}"')
+            if self.tables and db.table_exists(parse_table_name(STATE_TABLE)):
+                db.execute(f"DELETE FROM {STATE_TABLE} WHERE table_name IN "
+                           f"({db.placeholders(len(self.tables))})", self.tables)
+            db.commit()
+
+    def timed(self, what: Callable[[], object]) -> float:
+        begin = time.perf_counter()
+        what()
+        return time.perf_counter() - begin
+
+    def median(self, setup: Callable[[], object], what: Callable[[], object]) -> float:
+        times = []
+        for _ in range(self.args.repeat):
+            setup()
+            times.append(self.timed(what))
+        return statistics.median(times)
+
+    def run(self) -> list[dict]:
+        n = self.args.rows
+        print(f"data: {n:,} rows (22-byte keys, 100-byte values), PostgreSQL at {URL}", flush=True)
+        arrow = data(n)
+        source = self.table()
+        with connect(URL) as db:
+            db.ingest(parse_table_name(source), arrow, mode="create")
+            db.commit()
+        rows = []
+
+        # ---- import vs bare fetch ----
+        def fetch() -> None:
+            with connect(URL) as db:
+                db.cursor.execute(f'SELECT "key", "value" FROM "{source}"')
+                assert db.cursor.fetch_arrow_table().num_rows == n
+
+        store = str(self.tmp / "imported")
+
+        def clear_store() -> None:
+            shutil.rmtree(store, ignore_errors=True)
+
+        t_fetch = self.median(lambda: None, fetch)
+        t_import = self.median(clear_store, lambda: import_table(self.kvs, URL, store, table=source))
+        rows.append(self.row(f"import {n:,} rows from PostgreSQL into a store", n / t_import,
+                             n / t_fetch, "rows/s", ">= 0.7", "ADBC fetch_arrow_table",
+                             "kvio: fetch batches (a thread reads ahead), check order (the heap "
+                             "returns insertion order, sorted here), write, publish"))
+
+        # ---- export vs bare ingest ----
+        targets: list[str] = []
+
+        def fresh() -> None:
+            for name in targets:
+                self.drop(name)
+            targets[:] = [self.table()]
+
+        def ingest() -> None:
+            with connect(URL) as db:
+                db.ingest(parse_table_name(targets[0]), arrow, mode="create")
+                db.commit()
+
+        def export() -> None:
+            export_store(self.kvs, store, URL, targets[0])
+
+        def ingest_keyed() -> None:
+            with connect(URL) as db:
+                name = parse_table_name(targets[0])
+                db.ingest(name, arrow, mode="create")
+                db.execute(f'ALTER TABLE {name.quoted} ADD PRIMARY KEY ("key")')
+                db.commit()
+
+        t_ingest = self.median(fresh, ingest)
+        t_keyed = self.median(fresh, ingest_keyed)
+        t_export = self.median(fresh, export)
+        fresh()
+        rows.append(self.row(f"export a {n:,}-pair store into a new PostgreSQL table", n / t_export,
+                             n / t_ingest, "rows/s", ">= 0.8", "ADBC adbc_ingest (no key)",
+                             "kvio: one transaction, CREATE TABLE, COPY, then ADD PRIMARY KEY "
+                             "(the kvstore shape); the reference builds no key"))
+        rows.append(self.row(f"export a {n:,}-pair store into a new PostgreSQL table (same shape)",
+                             n / t_export, n / t_keyed, "rows/s", ">= 0.8",
+                             "ADBC adbc_ingest + ADD PRIMARY KEY",
+                             "both build the primary key the kvstore shape has"))
+
+        # ---- sync of a 1% change vs a full export ----
+        mirror = self.table()
+        sync_store(self.kvs, store, URL, mirror)
+        changed = n // 100
+        times = []
+        for r in range(self.args.repeat):
+            with self.kvs.update_store(store) as u:
+                for i in range(r, n, 100):
+                    key = b"key-%018d" % i
+                    if (i // 100) % 2:
+                        u.delete(key)
+                    else:
+                        u.set(key, b"round-%d" % r)
+            begin = time.perf_counter()
+            result = sync_store(self.kvs, store, URL, mirror)
+            times.append(time.perf_counter() - begin)
+            assert result.method == "incremental", result
+        t_sync = statistics.median(times)
+        t_full = self.median(fresh, export)
+        fresh()
+        rows.append(self.row(f"kvio sync of a 1% change ({changed:,} keys: half set, half "
+                             f"deleted) on {n:,} keys", t_sync, t_full, "s", "<= 0.05",
+                             "full export of the store",
+                             "time; incremental path (new layers only)"))
+        return rows
+
+    def row(self, what: str, kvio_value: float, reference: float, unit: str, target: str,
+            reference_name: str, note: str) -> dict:
+        ratio = kvio_value / reference
+        op, bound = target.split()
+        met = ratio >= float(bound) if op == ">=" else ratio <= float(bound)
+        doc = {"measurement": what, "kvio": round(kvio_value, 4), "reference": round(reference, 4),
+               "unit": unit, "ratio": round(ratio, 3), "target": target, "met": met,
+               "reference_name": reference_name, "repetitions": self.args.repeat,
+               "note": f"median of {self.args.repeat}; {note}"}
+        print(f"{what}: kvio {kvio_value:,.3f} {unit}, {reference_name} {reference:,.3f} {unit}, "
+              f"ratio {ratio:.3f} (target {target}: {'met' if met else 'NOT met'})", flush=True)
+        return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="kvio-bench-sql-"))
+    bench = Bench(args, tmp)
+    try:
+        rows = bench.run()
+    finally:
+        bench.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
