@@ -21,6 +21,7 @@ from .errors import (
 from .format.commit_record import CommitRecord
 from .fs import FileIO
 from .live import LiveStore
+from .near_cache import CachedReader, cached
 from .reader import StoreReader
 from .update import StoreUpdate
 from .writer import StoreWriter
@@ -52,13 +53,18 @@ class KeyValueSystem:
 
     @overload
     def open_store(self, uri: str, version: str | None = None, *,
-                   follow: Literal[False] = False) -> StoreReader: ...
+                   follow: Literal[False] = False, cache_bytes: None = None) -> StoreReader: ...
 
     @overload
-    def open_store(self, uri: str, version: None = None, *, follow: Literal[True]) -> LiveStore: ...
+    def open_store(self, uri: str, version: None = None, *, follow: Literal[True],
+                   cache_bytes: None = None) -> LiveStore: ...
 
-    def open_store(self, uri: str, version: str | None = None, *,
-                   follow: bool = False) -> StoreReader | LiveStore:
+    @overload
+    def open_store(self, uri: str, version: str | None = None, *, follow: bool = False,
+                   cache_bytes: int) -> CachedReader: ...
+
+    def open_store(self, uri: str, version: str | None = None, *, follow: bool = False,
+                   cache_bytes: int | None = None) -> StoreReader | LiveStore | CachedReader:
         """The current version (or a named one still retained) as a read-only Mapping.
 
         The reader pins its version (docs/COMMIT.md, "Pins"): retention and ``kvio gc`` keep
@@ -69,6 +75,9 @@ class KeyValueSystem:
             version: a version id from :meth:`versions`; None for the current version.
             follow: return a :class:`~kvio.live.LiveStore` that serves the current version and
                 swaps in each new publish (checked every ``kvio.follow.interval``).
+            cache_bytes: put a near cache of this many bytes in front of the reader's point
+                lookups (:func:`kvio.near_cache.cached`; for stores on remote filesystems):
+                entries are keyed by version, so a followed publish never serves a stale value.
 
         Returns:
             A reader of that version (follow: a live store).
@@ -81,11 +90,18 @@ class KeyValueSystem:
             CorruptStoreError: the newest commit record or the manifest is damaged.
             InvalidArgumentError: ``follow`` with a ``version``.
         """
-        if follow:
-            if version is not None:
-                raise InvalidArgumentError("follow=True serves the current version and its "
-                                           "successors; it cannot be combined with version=",
+        if follow and version is not None:
+            raise InvalidArgumentError("follow=True serves the current version and its "
+                                       "successors; it cannot be combined with version=",
+                                       store=uri)
+        if cache_bytes is not None:
+            if cache_bytes < 0:
+                raise InvalidArgumentError(f"cache_bytes must not be negative, got {cache_bytes}",
                                            store=uri)
+            inner: StoreReader | LiveStore = (self.open_store(uri, follow=True) if follow
+                                              else self.open_store(uri, version))
+            return cached(inner, cache_bytes)
+        if follow:
             return LiveStore(uri, lambda: self.open_store(uri), self.conf)
         io = self._io(uri)
         grace = self.conf.gc_grace

@@ -127,3 +127,24 @@ def test_cached_live_store_serves_a_new_version(tmp_path):
         # the new version is a new cache key: neither the old value nor the old absence is served
         assert store.get(b"a") == b"10" and store.get(b"c") == b"30"
         assert store.get_many([b"a", b"b", b"c"]) == [b"10", None, b"30"]
+
+
+def test_open_store_cache_bytes(tmp_path):
+    """``open_store(uri, cache_bytes=N)`` is ``cached(open_store(uri), N)``, with follow too."""
+    kvs = kvio.KeyValueSystem(conf={"kvio.follow.interval": "0.05"})
+    uri = str(tmp_path / "s.kv")
+    with kvs.create_store(uri) as w:
+        w.put_many([(b"a", b"1"), (b"b", b"2")])
+    with kvs.open_store(uri, cache_bytes=1 << 16) as store:
+        assert store.get(b"a") == b"1" and store.get(b"a") == b"1" and store.get(b"x") is None
+        stats = store.cache_stats()
+        assert (stats.hits, stats.misses, stats.max_bytes) == (1, 2, 1 << 16)
+        old = store.version
+    with kvs.open_store(uri, follow=True, cache_bytes=1 << 16) as live:
+        assert live.get(b"b") == b"2" and hasattr(live.reader, "snapshot")
+    with kvs.open_store(uri, old, cache_bytes=1024) as pinned:
+        assert pinned.version == old and pinned.get(b"b") == b"2"
+    with pytest.raises(kvio.InvalidArgumentError, match="cache_bytes"):
+        kvs.open_store(uri, cache_bytes=-1)
+    with pytest.raises(kvio.InvalidArgumentError, match="follow=True"):
+        kvs.open_store(uri, old, follow=True, cache_bytes=1024)
