@@ -149,8 +149,8 @@ class Suite:
 
     def remote_part(self) -> None:
         ds = datagen.dataset(min(self.keys, 200_000), 100)
-        log(f"remote: {ds.name} in memory://")
-        self.rows += remote.run(ds, gets=500 if self.quick else 2000)
+        log(f"remote: {ds.name} on moto's S3 server")
+        self.rows += remote.run(ds, gets=500 if self.quick else 2000, reps=self.read_reps)
 
     def memory_part(self) -> None:
         sizes = [500_000_000] if self.quick else [500_000_000, 5_000_000_000]
