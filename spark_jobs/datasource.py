@@ -32,7 +32,8 @@ Write options:
   expectedVersion      publish only on top of this version (compare-and-swap): when the store's
                        current version is another one, fail with ConcurrentCommitError and
                        publish nothing (spark_jobs/compact_store.py rewrites what it read)
-  sortMemory           bytes a task sorts in memory before spilling a run (default 256MB)
+  sortMemory           bytes a task sorts in memory before spilling a run (default: the setting
+                       kvio.sort.memory, 256MB)
   spillDir             local directory for sort runs (default: Spark's local dir)
   kvio.*, storage.<name>  as above
 
@@ -392,7 +393,8 @@ def _writer(options: Mapping[str, str], schema: StructType, overwrite: bool) -> 
     key_column, value_column = check_write_schema(schema, options)
     mode = _choice(options, "writeMode", MODES, "overwrite" if overwrite else "append")
     duplicates = _choice(options, "duplicates", DUPLICATES, "error")
-    sort_memory = _size(options, "sortMemory", 256 << 20)
+    # sortMemory, else the kvio.sort.memory setting (options, $KVIO_CONF, defaults)
+    sort_memory = _size(options, "sortMemory", Config(_kvio_conf(options)).sort_memory)
     delete_column = options.get("deleteColumn") or None
     if delete_column is not None and mode != "append":
         raise KvioError(f"the option deleteColumn deletes keys from the current version: it "

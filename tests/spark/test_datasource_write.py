@@ -209,3 +209,19 @@ def test_append_with_delete_column_upserts_and_deletes_in_one_publish(spark, tmp
         frame(spark, rows, schema=schema).write.format("kvstore").mode("overwrite") \
             .option("deleteColumn", "deleted").save(uri)
     assert dict(store_items(uri)) == model
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, 256 << 20),                                       # the default of kvio.sort.memory
+    ({"kvio.sort.memory": "1MB"}, 1 << 20),                # the kvio setting as an option
+    ({"kvio.sort.memory": "1MB", "sortMemory": "64KB"}, 64 << 10),  # the source's own option wins
+])
+def test_sort_memory_follows_the_kvio_setting(tmp_path, options, expected):
+    """Spark writes used to ignore kvio.sort.memory (always 256MB unless sortMemory was given)."""
+    from spark_jobs.datasource import _writer
+    schema = StructType([StructField("key", BinaryType()), StructField("value", BinaryType())])
+    writer = _writer({"path": str(tmp_path / "s"), **options}, schema, overwrite=True)
+    try:
+        assert writer.sort_memory == expected
+    finally:
+        writer.abort([])
