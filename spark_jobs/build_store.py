@@ -70,8 +70,8 @@ def _input_format(args: argparse.Namespace) -> str:
 
 def _check_input(uri: str) -> None:
     try:
-        from fsspec.core import url_to_fs
-        fs, path = url_to_fs(uri)
+        from kvio.fs import filesystem_for  # a local "a::b" is that path, not an fsspec chain
+        fs, path = filesystem_for(uri)
     except (ImportError, ValueError):
         return  # a filesystem fsspec cannot open here: let Spark report it
     if not fs.exists(path):

@@ -47,8 +47,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _output_bytes(uri: str) -> tuple[int | None, int | None]:
     try:
-        from fsspec.core import url_to_fs
-        fs, path = url_to_fs(uri)
+        from kvio.fs import filesystem_for  # a local "a::b" is that path, not an fsspec chain
+        fs, path = filesystem_for(uri)
         files = [f for f, info in fs.find(path, detail=True).items()
                  if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
         return len(files), sum(fs.size(f) for f in files)

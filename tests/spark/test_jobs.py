@@ -213,3 +213,19 @@ def test_retries_failures_and_discovery(tmp_path):
     assert result["retry_staging_files"] == []
     assert result["failed_job_raised"] and not result["failed_job_published"]
     assert result["failed_job_staging_files"] == []
+
+
+def test_local_paths_with_double_colons_are_paths(tmp_path):
+    """The jobs' own file checks read a local 'a::b' as that path (kvio.fs.filesystem_for), not
+    as an fsspec chain (which made an existing input 'missing' and export sizes unknown)."""
+    from spark_jobs.jobs import JobError
+    source = tmp_path / "in::v2.csv"
+    source.write_text("key,value\na,1\n")
+    build_store._check_input(str(source))  # exists: no error
+    with pytest.raises(JobError, match="does not exist"):
+        build_store._check_input(str(tmp_path / "gone::v2.csv"))
+    out = tmp_path / "out::v2"
+    out.mkdir()
+    (out / "part-0.parquet").write_bytes(b"x" * 10)
+    (out / "_SUCCESS").write_bytes(b"")
+    assert export_store._output_bytes(str(out)) == (1, 10)
