@@ -48,6 +48,7 @@ from .format.commit_record import CommitRecord
 from .format.manifest import Manifest, PartitionEntry
 from .format.partition_reader import PartitionReader
 from .format.source import RangeSource
+from .format.txn_record import TxnRef
 from .fs import TMP_PREFIX, FileIO, check_same_device
 from .publish import strategy_for
 
@@ -255,7 +256,9 @@ class Job:
         io.require_atomic()
         if io.exists() and not io.isdir():
             raise StoreExistsError("path exists and is a file, not a store", store=uri)
-        state = _repair_base(io) if repair else versions.read_state(io)
+        # A record of an undecided transaction is decided (aborted) first: publishing on top
+        # of it would lose that transaction's update if it committed afterwards.
+        state = _repair_base(io) if repair else versions.settle(io)
         skip = False
         if state.live:
             if mode == "error":
@@ -268,7 +271,7 @@ class Job:
             if foreign:
                 raise StoreExistsError("directory exists, is not empty and is not a kvio store "
                                        f"(holds {foreign[:3]}); refusing to write into it", store=uri)
-        ctx = JobContext(uri=uri, job_id=layout.new_job_id(), mode=mode, base_seq=state.seq,
+        ctx = JobContext(uri=uri, job_id=layout.new_job_id(), mode=mode, base_seq=state.newest_seq,
                          conf=dict(conf or {}), storage_options=dict(storage_options or {}),
                          skip=skip, base_version=state.version if state.live else None,
                          base_damaged=repair)
@@ -385,7 +388,7 @@ class Job:
         try:
             manifest = versions.load_manifest(self.io, base)
         except CorruptStoreError:
-            if versions.read_state(self.io).seq != self.ctx.base_seq:
+            if versions.read_state(self.io).newest_seq != self.ctx.base_seq:
                 raise ConcurrentCommitError(f"store was updated by another process and version "
                                             f"{base}, which this append started from, is gone",
                                             store=self.ctx.uri, landed=False) from None
@@ -401,13 +404,16 @@ class Job:
 
     def commit(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None = None,
                extra_partitions: Iterable[PartitionEntry] = (), count: int | None = None,
-               op: str | None = None, note: dict[str, Any] | None = None) -> CommitRecord | None:
+               op: str | None = None, note: dict[str, Any] | None = None,
+               txn: TxnRef | None = None) -> CommitRecord | None:
         """Publish the job's version; returns its commit record, or None when nothing was
         published on purpose (mode=ignore and the store exists).
 
         ``messages``: one task commit message per task; task ids must be exactly
         0..num_tasks-1 (default: len(messages)), and a None (failed task) fails the job.
         ``extra_partitions``: entries from :meth:`carry`, lower priority than the tasks' files.
+        ``txn``: publish a pending record of that transaction (kvio/transaction.py): it counts
+        only once the transaction record says committed, and no garbage collection runs here.
         Raises ConcurrentCommitError (nothing published, staging removed) when another job
         published since setup; CommitError.landed tells whether anything was published."""
         ctx, uri = self.ctx, self.ctx.uri
@@ -454,7 +460,8 @@ class Job:
         try:
             record = versions.publish_commit(
                 self.io, ctx.base_seq + 1, ctx.job_id, op, ctx.job_id,
-                {"mode": ctx.mode, "partitions": len(manifest.partitions), **(note or {})},
+                {"mode": ctx.mode, "partitions": len(manifest.partitions), **(note or {}),
+                 **({"txn": txn} if txn is not None else {})},
                 expect_base=ctx.base_version, base_damaged=ctx.base_damaged)
         except CommitError as exc:
             if exc.landed is False:  # definitely not published: nothing references our files
@@ -469,7 +476,8 @@ class Job:
             raise
         self.committed = True
         self.record = record
-        self._after_publish()
+        if txn is None:
+            self._after_publish()
         return record
 
     def _after_publish(self) -> None:

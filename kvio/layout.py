@@ -7,6 +7,7 @@
     <store>/_versions/<version>/carried/<n:05d>-<name>.kvp   (append, merge, rollback)
     <store>/_staging/<job>/...                a running job; renamed to _versions/<job> on commit
     <store>/_pins/<version>.<holder>.pin      a reader's lease on a version (kvio/pins.py)
+    <store>/_txns/<txn>.txn                   a transaction's decision (kvio/txn_state.py)
 
 A job's staging directory becomes its version directory in one rename, so names never need to
 change at commit and files of failed attempts are simply never listed in the manifest. Every
@@ -24,6 +25,8 @@ COMMITS = "_commits"
 VERSIONS = "_versions"
 STAGING = "_staging"
 PINS = "_pins"
+TXNS = "_txns"
+TXN_SUFFIX = ".txn"
 PIN_SUFFIX = ".pin"
 MANIFEST = "manifest.kvm"
 COMMIT_SUFFIX = ".commit"
@@ -34,6 +37,11 @@ _HOLDER = re.compile(r"[A-Za-z0-9_-]+")
 
 def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:12]
+
+
+def txn_path(txn_id: str) -> str:
+    """A transaction record (or a store's copy of its decision): ``_txns/<id>.txn``."""
+    return f"{TXNS}/{txn_id}{TXN_SUFFIX}"
 
 
 def commit_name(seq: int) -> str:

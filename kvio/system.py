@@ -23,6 +23,7 @@ from .fs import FileIO
 from .live import LiveStore
 from .near_cache import CachedReader, cached
 from .reader import StoreReader
+from .transaction import Transaction
 from .update import StoreUpdate
 from .writer import StoreWriter
 
@@ -141,6 +142,58 @@ class KeyValueSystem:
             if record.version == version:
                 return record
         raise StoreNotFoundError(f"version {version} is not in the store's history", store=io.uri)
+
+    def open_stores(self, uris: list[str], attempts: int = 50) -> list[StoreReader]:
+        """Readers of one consistent snapshot of several stores: when a transaction published
+        new versions of some of them, either all of those new versions or none.
+
+        A double collect: read every store's current record (resolving transactions), then
+        read them all again; equal twice means that one instant between the two rounds saw
+        exactly these versions (a store's current record only moves forward), so they are
+        opened by version. Otherwise it starts again.
+
+        Args:
+            uris: the stores.
+            attempts: how many double collects to try before giving up.
+
+        Returns:
+            One reader per store, in the order of ``uris`` (close them).
+
+        Raises:
+            KvioError: the stores kept changing during every attempt.
+            StoreNotFoundError, IncompleteStoreError, NotAStoreError, CorruptStoreError: as
+                :meth:`open_store` for one of the stores.
+        """
+        ios = [self._io(uri) for uri in uris]
+
+        def collect() -> list[tuple[int, str | None]]:
+            return [(s.seq, s.version) for s in map(versions.current_state_for_read, ios)]
+
+        for _ in range(attempts):
+            first = collect()
+            if collect() != first:
+                continue
+            readers: list[StoreReader] = []
+            try:
+                for uri, (_seq, version) in zip(uris, first, strict=True):
+                    readers.append(self.open_store(uri, version))
+            except KvioError:
+                for reader in readers:
+                    reader.close()
+                continue  # e.g. a version collected right after a newer publish: again
+            return readers
+        raise KvioError(f"the stores kept changing while opening a consistent snapshot "
+                        f"({attempts} attempts)", store=", ".join(uris))
+
+    def transaction(self) -> Transaction:
+        """``with kvs.transaction() as tx:`` then ``tx.create_store(uri, mode=...)`` and
+        ``tx.update_store(uri)``: leaving the block publishes every store's new version or
+        none (docs/COMMIT.md, "Transactions across stores"); an exception publishes nothing.
+
+        Returns:
+            The transaction.
+        """
+        return Transaction(conf=self.conf_overrides, storage_options=self.storage_options)
 
     def exists(self, uri: str) -> bool:
         return versions.read_state(self._io(uri)).live
@@ -309,7 +362,9 @@ class KeyValueSystem:
             current one) and ``pins`` (the unexpired pins on its version: ``holder``,
             ``expires``, ``purpose``, ``host``, ``pid``; the same list on every record of the
             version). A damaged record has only ``seq``, ``corrupt`` (what is wrong),
-            ``file`` and those three flags; when it is the newest, no version is current.
+            ``file`` and those three flags; when it is the newest, no version is current. A
+            record of an aborted or undecided transaction has ``void`` ("aborted transaction",
+            "undecided transaction") and is never current.
 
         Raises:
             StoreNotFoundError, IncompleteStoreError, NotAStoreError: there is no history.
@@ -329,9 +384,14 @@ class KeyValueSystem:
             for r in commits.records]
         rows += [{"seq": d.seq, "version": None, "op": None, "corrupt": d.reason, "file": d.file,
                   "available": False, "live": False, "pins": []} for d in commits.damaged]
+        # Records of aborted or undecided transactions never count (docs/COMMIT.md).
+        rows += [{**r.to_json(), "void": f"{how.value} transaction",
+                  "available": r.version in present, "live": False, "pins": []}
+                 for r, how in commits.void]
         rows.sort(key=lambda row: row["seq"])
+        head = commits.damaged[-1].seq if commits.head_damaged else (last.seq if last else 0)
         for row in rows:
-            row["current"] = row["seq"] == commits.newest_seq
+            row["current"] = row["seq"] == head
         return rows
 
     def rollback(self, uri: str, version: str | None = None) -> dict[str, Any]:

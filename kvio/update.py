@@ -28,6 +28,7 @@ from .committer import Job, JobContext, TaskAttempt
 from .config import Config
 from .errors import ConcurrentCommitError, KvioError, WriterClosedError
 from .format.partition_reader import SCHEMA
+from .format.txn_record import TxnRef
 from .sorting import Deduper, ExternalSorter, spill_root
 from .writer import SortedPairWriter
 
@@ -273,7 +274,7 @@ class StoreUpdate:
         with pa.OSFile(path, "rb") as source, pa.ipc.open_stream(source) as reader:
             yield from reader
 
-    def _publish_once(self, path: str) -> dict[str, Any]:
+    def _publish_once(self, path: str, txn: TxnRef | None = None) -> dict[str, Any]:
         job = Job.setup(self.uri, mode="append", conf=self._conf_overrides,
                         storage_options=self._storage_options)
         writers: list[SortedPairWriter] = []
@@ -281,7 +282,7 @@ class StoreUpdate:
             writers = [SortedPairWriter(job.task(0)), SortedPairWriter(job.task(1), tombstones=True)]
             write_op_batches(self._read_ops(path), writers[0], writers[1])
             messages = [w.close() for w in writers]
-            record = job.commit(messages, num_tasks=2, op="update")
+            record = job.commit(messages, num_tasks=2, op="update", txn=txn)
         except BaseException:
             for w in writers:
                 if not w.closed:

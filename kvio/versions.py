@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import layout, pins
+from . import layout, pins, txn_state
 from .errors import (
     CommitError,
     ConcurrentCommitError,
@@ -42,6 +42,7 @@ from .format import marker
 from .format.commit_record import CommitRecord
 from .format.manifest import Manifest
 from .fs import TMP_PREFIX, FileIO
+from .txn_state import Standing
 
 log = logging.getLogger(__name__)
 MARKER_KIND = "KVIOSTORE"
@@ -53,13 +54,24 @@ _WAY_OUT = ("`kvio versions` lists the history, `kvio repair` makes an intact ve
 class StoreState:
     """The newest commit record of a store.
 
+    Records of a transaction that is aborted or undecided are void and stepped over
+    (docs/COMMIT.md, "Transactions across stores").
+
     Attributes:
         seq: its sequence number; 0 when nothing was ever committed.
         commit: the record; None when nothing was ever committed.
+        newest_seq: the highest record of the log, void or not (a writer publishes after it).
+        undecided: the void records above ``seq`` whose transaction has no decision yet.
     """
 
     seq: int
     commit: CommitRecord | None
+    newest_seq: int = -1
+    undecided: tuple[CommitRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.newest_seq < 0:
+            object.__setattr__(self, "newest_seq", self.seq)
 
     @property
     def live(self) -> bool:
@@ -97,19 +109,30 @@ class CommitLog:
     """Every commit record of a store, the intact and the damaged ones.
 
     Attributes:
-        records: the intact records, oldest first.
+        records: the intact records that count, oldest first (records of an aborted or
+            undecided transaction are in ``void``).
         damaged: the damaged records, oldest first.
         newest_seq: the highest sequence number (0 when there is no record).
+        void: the intact records of aborted or undecided transactions with their standing,
+            oldest first.
     """
 
     records: tuple[CommitRecord, ...]
     damaged: tuple[DamagedRecord, ...]
     newest_seq: int
+    void: tuple[tuple[CommitRecord, Standing], ...] = ()
 
     @property
     def head_damaged(self) -> bool:
-        """True when the newest record is damaged: the current version is unknown."""
-        return bool(self.damaged) and self.damaged[-1].seq == self.newest_seq
+        """True when the newest record that may count is damaged: the current version is
+        unknown."""
+        newest_counting = self.records[-1].seq if self.records else 0
+        return bool(self.damaged) and self.damaged[-1].seq > newest_counting
+
+    @property
+    def undecided(self) -> tuple[CommitRecord, ...]:
+        """The records whose transaction has no decision yet."""
+        return tuple(r for r, how in self.void if how is Standing.UNDECIDED)
 
     @property
     def trailing_damaged(self) -> tuple[DamagedRecord, ...]:
@@ -154,21 +177,66 @@ def damaged_head_error(io: FileIO, damaged: DamagedRecord) -> CorruptStoreError:
 
 
 def read_state(io: FileIO) -> StoreState:
-    """The newest commit record.
+    """The newest commit record that counts: records of aborted or undecided transactions are
+    stepped over (usually only the newest record is read).
 
     Raises:
-        CorruptStoreError: the newest record is damaged (the message says the way out).
+        CorruptStoreError: the newest record that may count is damaged (the message says the
+            way out), or a transaction record is damaged.
     """
     seqs = commit_seqs(io)
-    if not seqs:
-        return StoreState(0, None)
-    try:
-        return StoreState(seqs[-1], read_commit(io, seqs[-1]))
-    except UnsupportedFormatError:
-        raise
-    except CorruptStoreError as exc:
-        rel = layout.commit_name(seqs[-1])
-        raise damaged_head_error(io, DamagedRecord(seqs[-1], io.path(rel), exc)) from None
+    undecided: list[CommitRecord] = []
+    for seq in reversed(seqs):
+        try:
+            record = read_commit(io, seq)
+        except UnsupportedFormatError:
+            raise
+        except FileNotFoundError:
+            # The store was deleted (and maybe re-created) under us: start again.
+            return read_state(io) if commit_seqs(io) != seqs else StoreState(0, None)
+        except CorruptStoreError as exc:
+            rel = layout.commit_name(seq)
+            raise damaged_head_error(io, DamagedRecord(seq, io.path(rel), exc)) from None
+        how = txn_state.standing(io, record)
+        if how is Standing.COUNTS:
+            return StoreState(seq, record, seqs[-1], tuple(undecided))
+        if how is Standing.UNDECIDED:
+            undecided.append(record)
+    return StoreState(0, None, seqs[-1] if seqs else 0, tuple(undecided))
+
+
+def settle(io: FileIO) -> StoreState:
+    """What a writer starts from: every undecided transaction record above the current one is
+    decided first (aborted, unless its transaction commits first), so that no writer publishes
+    on top of a record that could still start to count.
+
+    Returns:
+        The state once nothing above it is undecided.
+
+    Raises:
+        CorruptStoreError: as :func:`read_state`.
+    """
+    state = read_state(io)
+    while state.undecided:
+        for record in state.undecided:
+            txn_state.abort_undecided(io, record)
+        state = read_state(io)
+    return state
+
+
+def effective_at(io: FileIO, seq: int) -> CommitRecord | None:
+    """The record that counts at or below ``seq`` (stepping over void ones); None when none.
+
+    Raises:
+        FileNotFoundError: record ``seq`` itself does not exist.
+        CorruptStoreError: a record on the way is damaged.
+    """
+    record = read_commit(io, seq)
+    while txn_state.standing(io, record) is not Standing.COUNTS:
+        if record.seq <= 1:
+            return None
+        record = read_commit(io, record.seq - 1)
+    return record
 
 
 def read_log(io: FileIO) -> CommitLog:
@@ -180,15 +248,22 @@ def read_log(io: FileIO) -> CommitLog:
     """
     records: list[CommitRecord] = []
     damaged: list[DamagedRecord] = []
+    void: list[tuple[CommitRecord, Standing]] = []
     seqs = commit_seqs(io)
     for seq in seqs:
         try:
-            records.append(read_commit(io, seq))
+            record = read_commit(io, seq)
         except UnsupportedFormatError:
             raise
         except CorruptStoreError as exc:
             damaged.append(DamagedRecord(seq, io.path(layout.commit_name(seq)), exc))
-    return CommitLog(tuple(records), tuple(damaged), seqs[-1] if seqs else 0)
+            continue
+        how = txn_state.standing(io, record)
+        if how is Standing.COUNTS:
+            records.append(record)
+        else:
+            void.append((record, how))
+    return CommitLog(tuple(records), tuple(damaged), seqs[-1] if seqs else 0, tuple(void))
 
 
 def ensure_marker(io: FileIO) -> bool:
@@ -288,16 +363,19 @@ def publish_commit(io: FileIO, seq: int, version: str | None, op: str, job: str 
         _check_still_damaged(io, seq - 1)
     elif expect_base is not False and seq > 1:
         try:
-            base = read_commit(io, seq - 1)
+            # Records of aborted transactions at seq-1 and below are void: compare against
+            # the one that counts.
+            base = effective_at(io, seq - 1)
         except FileNotFoundError:
             raise ConcurrentCommitError(
                 f"store was replaced by another process: commit {seq - 1}, which this job "
                 "started from, is gone (store deleted and re-created?)", store=io.uri,
                 landed=False) from None
-        if base.version != expect_base:
+        found = base.version if base is not None else None
+        if found != expect_base:
             raise ConcurrentCommitError(
                 f"store was updated by another process: commit {seq - 1} names version "
-                f"{base.version}, this job started from {expect_base}", store=io.uri,
+                f"{found}, this job started from {expect_base}", store=io.uri,
                 landed=False)
     try:
         io.write_new_file(layout.commit_name(seq), record.encode())
@@ -452,7 +530,9 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None, *,
 
     Returns:
         What was removed, by kind (``versions``, ``staging``, ``commits`` — always empty:
-        records are never deleted —, ``files``, ``pins``: expired pin files), and what was kept
+        records are never deleted —, ``files``, ``pins``: expired pin files; ``txns``: the
+        transactions of undecided records older than ``older_than`` that gc decided aborted,
+        whose versions then go like any version no counting record names), and what was kept
         beyond the retention: ``pinned`` (versions with an unexpired pin) and ``grace``
         (versions superseded less than ``grace`` ago).
 
@@ -461,13 +541,25 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None, *,
         KvioError: a file could not be removed; names its full path.
     """
     removed: dict[str, list[str]] = {"versions": [], "staging": [], "commits": [], "files": [],
-                                     "pins": [], "pinned": [], "grace": []}
+                                     "pins": [], "pinned": [], "grace": [], "txns": []}
     commits = read_log(io)
     if commits.head_damaged:
         raise damaged_head_error(io, commits.damaged[-1])
-    kept = retained_versions(list(commits.records), retain)
-    referenced = {r.version for r in commits.records if r.version}
     now = time.time()
+    # A crashed transaction leaves records that never get a decision: once they are as old as
+    # a crashed job's staging, decide them aborted (a transaction that commits first wins).
+    stale = [r for r in commits.undecided
+             if not older_than or now - max(r.time, io.modified(layout.commit_name(r.seq)) or 0.0)
+             > older_than]
+    for record in stale:
+        txn_state.abort_undecided(io, record)
+        removed["txns"].append(record.txn.id if record.txn else "")
+    if stale:
+        commits = read_log(io)
+    kept = retained_versions(list(commits.records), retain)
+    # Versions of undecided records may still start to count: keep them like published ones.
+    referenced = {r.version for r in commits.records if r.version} | \
+        {r.version for r in commits.undecided if r.version}
     superseded = superseded_times(io, list(commits.records)) if grace else {}
     # Pins are listed after the log and just before deleting: a reader pins the version it
     # read as current, and anything it can have read is inside the grace window.
@@ -513,7 +605,7 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None, *,
         if old_enough(rel):
             _remove(io, rel, f"the staging of job {name}")
             removed["staging"].append(name)
-    for parent in ("", layout.COMMITS, layout.PINS):
+    for parent in ("", layout.COMMITS, layout.PINS, layout.TXNS):
         for name in io.listdir(parent):
             rel = posixpath.join(parent, name) if parent else name
             if name.startswith(TMP_PREFIX) and old_enough(rel):

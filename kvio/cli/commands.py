@@ -223,6 +223,8 @@ def _format_time(stamp: float | None) -> str:
 def _version_status(doc: dict) -> str:
     if doc.get("corrupt"):
         return "DAMAGED"
+    if doc.get("void"):
+        return "void"
     if doc.get("version") is None:
         return "deleted" if doc["current"] else "-"
     if doc["current"]:
@@ -235,7 +237,8 @@ def cmd_versions(args, kvs: KeyValueSystem) -> int:
     if args.json:
         _print_json(history)
         return 0
-    rows = [[str(d["seq"]), d.get("version") or "-", d.get("op") or "-",
+    rows = [[str(d["seq"]), d.get("version") or "-",
+             (d.get("op") or "-") + (f" ({d['void']})" if d.get("void") else ""),
              _format_time(d.get("time")), _version_status(d)] for d in history]
     _print_table(rows, ["seq", "version", "op", "time", "status"])
     _print_pins(history)

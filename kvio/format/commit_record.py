@@ -13,10 +13,17 @@ from typing import Any
 from ..errors import CorruptStoreError
 from ..layout import is_version_name
 from . import envelope
+from .spec import DOCUMENT_VERSIONS
+from .txn_record import TxnRef
 
 KIND = "KVIOCOMMIT"
 _CORE = ("seq", "version", "op", "job", "time")
-_NOTES = ("mode", "partitions", "source", "damaged")
+_NOTES = ("mode", "partitions", "source", "damaged", "txn")
+#: A record that belongs to a transaction is written as document version 2: kvio before
+#: transactions would read its ``version`` as current even while the transaction is undecided
+#: or aborted, so it must refuse such a record instead (docs/FORMAT.md §1.3).
+TXN_DOCUMENT_VERSION = 2
+_ACCEPT = DOCUMENT_VERSIONS | {TXN_DOCUMENT_VERSION}
 
 
 def _is_int(value: Any) -> bool:
@@ -37,6 +44,8 @@ class CommitRecord:
         partitions: the number of manifest entries (informational; None for a delete).
         source: rollback and repair: the version whose files were restored.
         damaged: repair: the sequence numbers of the damaged records it stepped past.
+        txn: the transaction this record belongs to (None: an ordinary record). Such a record
+            counts only once its transaction record says ``committed`` (:mod:`kvio.txn`).
         extra: fields this kvio does not know (kept so that nothing is lost on a round trip).
     """
 
@@ -49,6 +58,7 @@ class CommitRecord:
     partitions: int | None = None
     source: str | None = None
     damaged: tuple[int, ...] = ()
+    txn: TxnRef | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,7 +85,7 @@ class CommitRecord:
         note = dict(note or {})
         return cls(seq, version, op, job, time, mode=note.pop("mode", None),
                    partitions=note.pop("partitions", None), source=note.pop("source", None),
-                   damaged=tuple(note.pop("damaged", ())), extra=note)
+                   damaged=tuple(note.pop("damaged", ())), txn=note.pop("txn", None), extra=note)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body: the five core fields, plus each optional field that is set."""
@@ -86,10 +96,14 @@ class CommitRecord:
                 doc[name] = getattr(self, name)
         if self.damaged:
             doc["damaged"] = list(self.damaged)
+        if self.txn is not None:
+            doc["txn"] = self.txn.to_json()
         return doc
 
     def encode(self) -> bytes:
         """The record file's bytes (a checksummed ``KVIOCOMMIT`` document)."""
+        if self.txn is not None:
+            return envelope.encode(KIND, self.to_json(), TXN_DOCUMENT_VERSION)
         return envelope.encode(KIND, self.to_json())
 
     @classmethod
@@ -111,7 +125,7 @@ class CommitRecord:
                 version name or a field of the wrong type.
             UnsupportedFormatError: written by a format version this kvio does not read.
         """
-        doc = envelope.decode(KIND, blob, store=store, file=file)
+        doc = envelope.decode(KIND, blob, store=store, file=file, accept=_ACCEPT)
         # Readers order records by name but trust the body: a record copied or renamed to
         # another number must not pass (docs/FORMAT.md §1.3).
         if not _is_int(doc.get("seq")) or doc["seq"] != seq:
@@ -125,10 +139,17 @@ class CommitRecord:
         if problem:
             raise CorruptStoreError(f"commit record is malformed: {problem}", store=store,
                                     file=file)
+        txn = TxnRef.from_json(doc["txn"]) if "txn" in doc else None
+        if ("txn" in doc) != (blob.split(b" ", 2)[1] == str(TXN_DOCUMENT_VERSION).encode()) \
+                or ("txn" in doc and txn is None):
+            raise CorruptStoreError("commit record is malformed: a txn field must be an object "
+                                    "{id, record} and comes exactly with document version "
+                                    f"{TXN_DOCUMENT_VERSION}", store=store, file=file)
         extra = {k: v for k, v in doc.items() if k not in _CORE and k not in _NOTES}
         return cls(seq, version, doc.get("op") or "", doc.get("job"), float(doc.get("time") or 0),
                    mode=doc.get("mode"), partitions=doc.get("partitions"),
-                   source=doc.get("source"), damaged=tuple(doc.get("damaged") or ()), extra=extra)
+                   source=doc.get("source"), damaged=tuple(doc.get("damaged") or ()), txn=txn,
+                   extra=extra)
 
 
 def _field_problem(doc: Mapping[str, Any]) -> str | None:

@@ -17,22 +17,23 @@ from .spec import DOCUMENT_VERSIONS, FORMAT_VERSION, checksum
 _HEADER = re.compile(rb"([A-Z]+) ([1-9][0-9]{0,9}) ([0-9a-f]{16})")
 
 
-def encode(kind: str, body: dict[str, Any]) -> bytes:
+def encode(kind: str, body: dict[str, Any], version: int = FORMAT_VERSION) -> bytes:
     """The bytes of a document.
 
     Args:
         kind: the document kind (``KVIOSTORE``, ``KVIOCOMMIT``, ``KVIOMANIFEST``).
         body: a JSON-able object; written with sorted keys and no whitespace.
+        version: the document format version of the header line.
 
     Returns:
         Header line and body.
     """
     data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return f"{kind} {FORMAT_VERSION} {checksum(data):016x}\n".encode() + data
+    return f"{kind} {version} {checksum(data):016x}\n".encode() + data
 
 
 def decode(kind: str, blob: bytes, *, store: str | None = None,
-           file: str | None = None) -> dict[str, Any]:
+           file: str | None = None, accept: frozenset[int] = DOCUMENT_VERSIONS) -> dict[str, Any]:
     """Check and parse a document, in the order docs/FORMAT.md §2.1 gives.
 
     Args:
@@ -40,6 +41,7 @@ def decode(kind: str, blob: bytes, *, store: str | None = None,
         blob: the file's bytes.
         store: the store URI, for error messages.
         file: the file's path, for error messages.
+        accept: the format versions this kind may have.
 
     Returns:
         The body.
@@ -57,9 +59,9 @@ def decode(kind: str, blob: bytes, *, store: str | None = None,
         raise CorruptStoreError(f"not a {kind} document (header says {match[1][:20].decode()})",
                                 store=store, file=file)
     version = int(match[2])
-    if version not in DOCUMENT_VERSIONS:
+    if version not in accept:
         raise UnsupportedFormatError(f"{kind} format version {version} is not supported (this "
-                                     f"kvio reads {sorted(DOCUMENT_VERSIONS)})",
+                                     f"kvio reads {sorted(accept)})",
                                      store=store, file=file)
     if checksum(body) != int(match[3], 16):
         raise CorruptStoreError(f"{kind} checksum mismatch", store=store, file=file)
