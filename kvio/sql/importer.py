@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,7 @@ def _checked_batches(db: Database, schema: pa.Schema, reader: Iterator[pa.Record
 _PREFETCH = 2  # driver batches read ahead of the sort (each a few MB)
 
 
-def _prefetched(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+def _prefetched(reader: pa.RecordBatchReader) -> Generator[pa.RecordBatch, None, None]:
     """The reader's batches, fetched by a thread while the consumer sorts and writes (the
     driver waits on the network with the GIL released), at most :data:`_PREFETCH` ahead."""
     box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_PREFETCH)
