@@ -151,6 +151,16 @@ class LiveStore(GetMapping):
             own = None
         return own is None or own.version != self.version
 
+    def _skip_void(self) -> None:
+        """Records of aborted transactions above the served one never count: look past them
+        (undecided ones are looked at again at every check until they are decided)."""
+        try:
+            state = versions.read_state(self._io)
+        except Exception:  # noqa: BLE001 - checked again at the next interval
+            return
+        if not state.undecided and state.seq == self._seq:
+            self._seen = max(self._seen, state.newest_seq)
+
     def refresh(self) -> bool:
         """Check for a new version now (the follower thread does this every interval) and
         swap it in when it opens and verifies. Also notices a store that was deleted (and
@@ -190,6 +200,7 @@ class LiveStore(GetMapping):
             if reader.version == self.version:
                 self._seq = self._seen = reader.commit.seq
                 reader.close()
+                self._skip_void()
                 return False
             try:
                 self._verify(reader)

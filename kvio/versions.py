@@ -557,9 +557,9 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None, *,
     if stale:
         commits = read_log(io)
     kept = retained_versions(list(commits.records), retain)
-    # Versions of undecided records may still start to count: keep them like published ones.
-    referenced = {r.version for r in commits.records if r.version} | \
-        {r.version for r in commits.undecided if r.version}
+    referenced = {r.version for r in commits.records if r.version}
+    # Versions of undecided records may still start to count: never removed while undecided.
+    waiting = {r.version for r in commits.undecided if r.version}
     superseded = superseded_times(io, list(commits.records)) if grace else {}
     # Pins are listed after the log and just before deleting: a reader pins the version it
     # read as current, and anything it can have read is inside the grace window.
@@ -577,7 +577,7 @@ def collect_garbage(io: FileIO, retain: int, older_than: float | None = None, *,
     # names sort by time only to the second, so a listing order would vary between runs.
     for name in names:
         rel = layout.version_dir(name)
-        if name in kept:
+        if name in kept or name in waiting:
             continue
         if name in pinned:
             removed["pinned"].append(name)
