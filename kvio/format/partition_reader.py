@@ -143,7 +143,7 @@ class PartitionReader:
         self._page_lru = (None if self._mapped
                           else _LRU((self._pages,), cache_blocks * 4, self._page_evicted))
         self._first_rows_np = np.asarray(self._first_rows, dtype=np.int64)
-        self._block_offset_np = np.asarray(self._block_offset, dtype=np.int64)
+        self._block_offset_np = self._block_offset
         if self._mapped:
             assert isinstance(source, BufferSource)  # the only Source whose ``mapped`` is True
             raw = source.raw
@@ -234,8 +234,19 @@ class PartitionReader:
             parts.append(arrays[start:start + c])
             start += c
         self._check_meta(meta, version, parts[4], parts[5], fk_bytes, f_off)
-        (self._block_offset, self._block_stored, self._block_raw, self._block_checksum,
-         self._first_rows, fk_offsets, self._page_checksums) = [a.tolist() for a in parts]
+        offsets, stored, raw, sums, first_rows, fk_offsets, page_sums = parts
+        # Per-block fields stay numpy arrays (8 bytes an entry; a list of Python ints takes
+        # about 36): remote stores have small blocks, so a partition has many. Only what every
+        # lookup indexes (first rows) is a list, which indexes faster.
+        self._block_offset = offsets.astype(np.int64)
+        self._block_stored = stored.astype(np.int64)
+        self._block_raw = raw.astype(np.int64)
+        self._block_checksum = sums.copy()  # (a copy: a view would keep the whole footer)
+        # (memory-mapped files answer lookups in about a microsecond, where a list's faster
+        # indexing shows; ranged reads wait on the network)
+        self._first_rows = first_rows.tolist() if self.source.mapped else first_rows.astype(np.int64)
+        self._page_checksums = page_sums.tolist()
+        fk_offsets = fk_offsets.tolist()
         self.first_keys = [first_key_data[fk_offsets[i]:fk_offsets[i + 1]] for i in range(nb)]
         self.meta = meta
         self.codec = meta["codec"]
@@ -335,14 +346,15 @@ class PartitionReader:
         read them ahead); returns its ``hot`` tuple."""
         if self.closed:
             self._check_open()
-        off, stored_len, raw_len = self._block_offset[b], self._block_stored[b], self._block_raw[b]
+        off, stored_len = int(self._block_offset[b]), int(self._block_stored[b])
+        raw_len = int(self._block_raw[b])
         if off & 7 or off < HEADER.size or off + stored_len > self._index_offset:
             raise self._corrupt(f"block {b} lies outside the data region")
         if self._flat:
             stored = self._buffer.slice(off, stored_len)
         elif stored is None:
             stored = self.source.read_bytes(off, stored_len)
-        if len(stored) != stored_len or (self.verify and checksum(stored) != self._block_checksum[b]):
+        if len(stored) != stored_len or (self.verify and checksum(stored) != int(self._block_checksum[b])):
             # A cache below the source must not keep serving these bytes: a damaged transfer
             # is then fetched again by the next reader instead of failing until evicted.
             self.source.discard(off, stored_len)
@@ -352,8 +364,8 @@ class PartitionReader:
                 stored = self._codec.decompress(stored, decompressed_size=raw_len, asbytes=True)
             except (OSError, pa.ArrowException) as exc:
                 raise self._corrupt(f"block {b} does not decompress: {exc}") from None
-        r0 = self._first_rows[b]
-        n = self._first_rows[b + 1] - r0
+        r0 = int(self._first_rows[b])
+        n = int(self._first_rows[b + 1]) - r0
         kd = 8 * (n + 1)
         if len(stored) != raw_len or raw_len & 7 or raw_len < 2 * kd:
             raise self._corrupt(f"block {b} layout is inconsistent")
@@ -661,11 +673,12 @@ class PartitionReader:
                     while end < last and self._blocks[end] is None \
                             and offsets[end] + stored[end] <= limit:
                         end += 1
-                    base = offsets[b]
-                    window = self.source.read_uncached(base, offsets[end - 1] + stored[end - 1] - base) \
+                    base = int(offsets[b])
+                    window = self.source.read_uncached(base, int(offsets[end - 1] + stored[end - 1]) - base) \
                         if end - b > 1 else None
                     w_lo, w_hi = b, end
-                piece = None if window is None else window[offsets[b] - base:offsets[b] - base + stored[b]]
+                lo = int(offsets[b]) - base
+                piece = None if window is None else window[lo:lo + int(stored[b])]
                 self._load_block(b, piece)
                 blk = self._blocks[b]
             yield blk
@@ -769,7 +782,8 @@ class PartitionReader:
         so that no byte of a file escapes verification."""
         pos, gaps = HEADER.size, []
         for b in range(self.block_count):
-            off, end = self._block_offset[b], self._block_offset[b] + self._block_stored[b]
+            off = int(self._block_offset[b])
+            end = off + int(self._block_stored[b])
             if off != pos:
                 raise self._corrupt(f"block {b} starts at offset {off}, the layout puts it "
                                     f"at {pos}")
