@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, overload
 
-from . import layout, pins, repair, rollback, versions
+from . import layout, pins, repair, rollback, txn_state, versions
 from .committer import Job
 from .compact import compact_store
 from .config import Config
@@ -224,6 +224,14 @@ class KeyValueSystem:
                                        "delete through links: run it on the target to delete the "
                                        "store, or remove the link itself (rm)", store=uri)
         commits = versions.read_log(io)
+        if commits.undecided:
+            # Decide them first (aborted unless committed meanwhile), as any writer does.
+            for record in commits.undecided:
+                txn_state.abort_undecided(io, record)
+            commits = versions.read_log(io)
+        # Decisions kept here are the other stores' of those transactions too: leave them a
+        # copy before they go with this store.
+        txn_state.hand_over(io)
         newest = commits.last_intact if not commits.head_damaged else None
         if commits.newest_seq == 0 and not io.exists(layout.MARKER):
             if not io.exists():

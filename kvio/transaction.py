@@ -232,14 +232,14 @@ class Transaction:
         coordinator = self._ios[active[0]] if active else None
         ref = TxnRef(self.id, txn_state.record_uri(coordinator, self.id)) if coordinator else None
         try:
-            for part in self._parts:
+            for part, io in zip(self._parts, self._ios, strict=True):
                 if ref is None or not part._publishes():
                     part.abort()
                     continue
                 pending = part._pending(ref, scratch) if isinstance(part, TxnStoreUpdate) \
                     else part._pending(ref)
                 if pending is not None:
-                    stores.append(pending)
+                    stores.append(TxnStore(txn_state.store_uri(io), pending.seq, pending.version))
         except BaseException as exc:
             for part in self._parts:
                 part.abort()

@@ -36,10 +36,15 @@ class Standing(Enum):
     UNDECIDED = "undecided"    # no decision yet: void for readers, aborted by the next writer
 
 
+def store_uri(io: FileIO) -> str:
+    """The URI a transaction writes down for a store: absolute, so that any process resolves
+    it whatever its working directory."""
+    return io.uri.rstrip("/") if is_url(io.uri) else io.root
+
+
 def record_uri(io: FileIO, txn_id: str) -> str:
     """The full URI of the transaction record of ``txn_id`` kept in store ``io``."""
-    root = io.uri.rstrip("/") if is_url(io.uri) else io.root
-    return posixpath.join(root, layout.txn_path(txn_id))
+    return posixpath.join(store_uri(io), layout.txn_path(txn_id))
 
 
 def coordinator(io: FileIO, ref: TxnRef) -> FileIO:
@@ -49,7 +54,11 @@ def coordinator(io: FileIO, ref: TxnRef) -> FileIO:
     if not ref.record.endswith(suffix):
         raise CorruptStoreError(f"transaction {ref.id}: record URI {ref.record!r} does not end "
                                 f"with {suffix!r}", store=io.uri)
-    uri = ref.record[: -len(suffix)]
+    return sibling(io, ref.record[: -len(suffix)])
+
+
+def sibling(io: FileIO, uri: str) -> FileIO:
+    """The I/O of another store ``uri`` through ``io``'s filesystem client (and options)."""
     other = copy.copy(io)
     other.uri = uri
     root = io.fs._strip_protocol(uri) if is_url(uri) else os.path.abspath(uri)
@@ -159,6 +168,26 @@ def copy_decision(io: FileIO, found: TxnRecord) -> None:
     except OSError as exc:
         log.warning("kvio: could not copy the decision of transaction %s into %s: %s", found.id,
                     io.uri, exc)
+
+
+def hand_over(io: FileIO) -> None:
+    """Before store ``io`` is deleted: copy each decision it keeps for a transaction into the
+    transaction's other stores that exist (without it their records could no longer be
+    resolved). Best effort, like :func:`copy_decision`."""
+    for name in io.listdir(layout.TXNS):
+        if not name.endswith(layout.TXN_SUFFIX):
+            continue
+        try:
+            found = _read(io, name[: -len(layout.TXN_SUFFIX)])
+        except (OSError, CorruptStoreError) as exc:
+            log.warning("kvio: could not read transaction record %s of %s: %s", name, io.uri, exc)
+            continue
+        if found is None:
+            continue
+        for store in found.stores:
+            other = sibling(io, store.uri)
+            if not other.same_root(io) and other.exists(layout.MARKER):
+                copy_decision(other, found)
 
 
 def forget() -> None:

@@ -281,3 +281,19 @@ def test_relative_paths_name_the_record_absolutely(tmp_path: Path, kvs, monkeypa
     txn_state.forget()
     monkeypatch.chdir("/")
     assert _value(kvs, str(tmp_path / "rel b")) == b"1"
+
+
+def test_deleting_the_first_store_keeps_the_others_resolvable(tmp_path, kvs):
+    """The decision lives in the first store; deleting that store first copies it into the
+    others, so their records keep counting (even in a fresh process: the cache is dropped)."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    with kvs.transaction() as tx:
+        tx.create_store(a).put(b"k", b"1")
+        tx.create_store(b).put(b"k", b"1")
+    os.remove(os.path.join(b, layout.txn_path(tx.id)))  # as if the copy had not been made
+    kvs.delete_store(a)
+    txn_state.forget()
+    assert _value(kvs, b) == b"1"
+    assert os.listdir(os.path.join(b, layout.TXNS)) == [f"{tx.id}.txn"]
+    _make(kvs, b, b"2")  # a writer finds the record decided: nothing to abort
+    assert [r.get("void") for r in kvs.versions(b)] == [None, None]
