@@ -10,7 +10,7 @@ SECTIONS = [
     ("core", "Core measurements (default dataset)"),
     ("values-4k", "4 KiB values"),
     ("scaling", "Scaling"),
-    ("remote", "Remote lookups (fsspec memory filesystem, counted calls)"),
+    ("remote", "Remote lookups and scans (moto S3 server on loopback, counted HTTP requests)"),
     ("memory", "Writer peak memory"),
     ("spark", "Spark (bench/bench_spark.py)"),
     ("mrjob", "mrjob (bench/bench_mrjob.py)"),
