@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 
 from kvio import KeyValueSystem, versions
 from kvio import rollback as rollback_module
@@ -197,7 +198,15 @@ _MUTATORS = ("makedirs", "create_dir", "mkdir", "open_output", "write_new_file",
              "rename_dir", "copy_from", "delete_file", "delete_tree", "remove_empty_dir")
 
 
+_LOCK = threading.Lock()  # remote commits validate files in threads
+
+
 def _event(kind: str, detail: str = "") -> None:
+    with _LOCK:
+        _numbered(kind, detail)
+
+
+def _numbered(kind: str, detail: str) -> None:
     _STATE["n"] += 1
     if _STATE["trace"] is not None:
         _STATE["trace"].append({"n": _STATE["n"], "kind": kind, "detail": detail,
@@ -254,6 +263,16 @@ def install_kill_points() -> None:
         _event("before os.rename (target claimed)", os.path.basename(str(dst)))
         real_rename(src, dst, *a, **k)
     os.link, os.rename = link, rename
+    # On object stores the commit point is a create-only put of the record (one request):
+    # kills right after it must show the new version.
+    real_create = FileIO._create_object
+
+    def create(self, rel, data):
+        real_create(self, rel, data)
+        if rel.startswith("_commits/") and rel.endswith(".commit"):
+            _STATE["published"] = True
+        _event("after create-only put", os.path.basename(rel))
+    FileIO._create_object = create
     # Protocol steps (they also set the phase names of the kill-point table).
     _wrap(Job, "setup", phase="job setup")
     _wrap(TaskAttempt, "__init__", phase="task write")
