@@ -297,3 +297,17 @@ def test_deleting_the_first_store_keeps_the_others_resolvable(tmp_path, kvs):
     assert os.listdir(os.path.join(b, layout.TXNS)) == [f"{tx.id}.txn"]
     _make(kvs, b, b"2")  # a writer finds the record decided: nothing to abort
     assert [r.get("void") for r in kvs.versions(b)] == [None, None]
+
+
+def test_the_reader_written_from_the_spec_agrees(tmp_path, kvs):
+    """tests/format/spec_reader.py (written from docs/FORMAT.md §1.3/§1.5) resolves pending
+    records the same way."""
+    from tests.format.spec_reader import SpecStore
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    old = {u: _make(kvs, u, b"old") for u in (a, b)}
+    tx = _pending_only(kvs, [a, b], b"new")
+    assert {u: SpecStore(u).version for u in (a, b)} == old
+    txn_state.decide(FileIO(a), tx.id, COMMITTED)
+    new = {u: kvs.versions(u)[-1]["version"] for u in (a, b)}
+    assert {u: SpecStore(u).version for u in (a, b)} == new
+    assert SpecStore(b).get(b"k") == b"new"

@@ -79,7 +79,7 @@ HEADER_LINE = re.compile(rb"([A-Z]+) ([1-9][0-9]{0,9}) ([0-9a-f]{16})")
 KNOWN_VERSIONS = (1,)
 
 
-def read_document(path: str, kind: str) -> dict:
+def read_document(path: str, kind: str, versions=None) -> dict:
     with open(path, "rb") as f:
         data = f.read()
     end = data.find(b"\n")
@@ -88,7 +88,7 @@ def read_document(path: str, kind: str) -> dict:
         raise Corrupt("bad document header line", path)
     if line.group(1).decode() != kind:                                 # step 2
         raise Corrupt(f"expected a {kind} document", path)
-    if int(line.group(2)) not in KNOWN_VERSIONS:                       # step 3
+    if int(line.group(2)) not in (versions or KNOWN_VERSIONS):        # step 3
         raise Unsupported(f"document format version {int(line.group(2))}", path)
     body = data[end + 1:]
     if xxh3(body) != int(line.group(3), 16):                           # step 4
@@ -129,15 +129,29 @@ def check_marker(root: str) -> None:
         raise Corrupt("store marker names another format", path)
 
 
+def txn_committed(root: str, txn, path: str) -> bool:
+    """§1.5: whether the transaction of a version 2 record decided "committed"."""
+    if not isinstance(txn, dict) or not isinstance(txn.get("id"), str) \
+            or not isinstance(txn.get("record"), str):
+        raise Corrupt("record field txn is malformed", path)
+    for where in (os.path.join(root, "_txns", txn["id"] + ".txn"), txn["record"]):
+        if os.path.isfile(where):
+            doc = read_document(where, "KVIOTXN")
+            if doc.get("id") != txn["id"] or doc.get("status") not in ("committed", "aborted"):
+                raise Corrupt("transaction record is malformed", where)
+            return doc["status"] == "committed"
+    return False
+
+
 def current_record(root: str) -> tuple[int, dict]:
     """§1.3: the highest commit record, checked; or the error that says why there is none."""
     commits = os.path.join(root, "_commits")
     names = os.listdir(commits) if os.path.isdir(commits) else []
     seqs = sorted(int(m.group(1)) for m in map(RECORD_NAME.fullmatch, names) if m)
-    if seqs:
-        seq = seqs[-1]
+    while seqs:
+        seq = seqs.pop()
         path = os.path.join(commits, f"{seq:010d}.commit")
-        record = read_document(path, "KVIOCOMMIT")
+        record = read_document(path, "KVIOCOMMIT", versions={1, 2})
         if not is_int(record.get("seq")) or record["seq"] != seq:
             raise Corrupt(f"record seq {record.get('seq')!r} differs from its name", path)
         version = record.get("version")
@@ -146,6 +160,8 @@ def current_record(root: str) -> tuple[int, dict]:
         for name, ok in RECORD_FIELDS.items():
             if record.get(name) is not None and not ok(record[name]):
                 raise Corrupt(f"record field {name} has the wrong type", path)
+        if "txn" in record and not txn_committed(root, record["txn"], path):
+            continue  # §1.3: void, go on with the record below it
         if version is None:
             raise NotFound("store was deleted", path)
         return seq, record
