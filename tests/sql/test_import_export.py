@@ -190,3 +190,19 @@ def test_cli(database, tmp_path, capsys):
     assert main(["export", uri, str(tmp_path / "x.tsv"), "--table", table]) == 2
     assert main(["import", database.url, str(tmp_path / "c"), "--table", 'x"; drop']) == 1
     assert "not a valid SQL identifier" in capsys.readouterr().err
+
+
+def test_failure_mid_stream_stops_the_fetch_thread(database, tmp_path):
+    """A duplicate in the first of many driver batches fails the import while the fetch
+    thread is still reading: the thread is stopped before the connection closes."""
+    import threading
+
+    kvs = kvio.KeyValueSystem()
+    rows = [(b"dup", b"1"), (b"dup", b"2")] + [(b"k%07d" % i, b"v") for i in range(200_000)]
+    table = database.table()
+    load_table(database, table, rows)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(KvioError, match="--duplicates first or --duplicates last"):
+        import_table(kvs, database.url, str(tmp_path / "s"), table=table)
+    assert not kvs.exists(str(tmp_path / "s"))
+    assert "kvio-sql-fetch" not in {t.name for t in threading.enumerate()} - before
