@@ -366,30 +366,70 @@ def _live(table: pa.Table, deleting: list[int]) -> pa.Table:
 def _patch(base: Sequence[pa.RecordBatch], top: pa.Table,
            deleting: list[int]) -> Iterator[pa.RecordBatch]:
     """A big base run patched with the small table of winners above it: base batches that no
-    winner falls into pass through untouched (no copy, no sort); the others lose the keys the
-    winners replace or delete and get the live winners sorted in."""
+    winner falls into pass through untouched (no copy, no sort); consecutive touched batches
+    are patched together, up to :data:`_PATCH_ROWS` rows at a time (so Arrow's per-call cost
+    is spread over many rows): they lose the keys the winners replace or delete and get the
+    live winners sorted in."""
     top_keys = top.column("key").to_pylist()
     done = 0  # winners emitted so far
+    group: list[pa.RecordBatch] = []  # touched base batches waiting to be patched
+    group_rows = 0
+
+    def flush(upto: int) -> Iterator[pa.RecordBatch]:
+        # winners [done, upto) fall into the group's batches or the gaps between them
+        nonlocal group, group_rows, done
+        if not group:
+            return
+        table = pa.Table.from_batches(group, SCHEMA)
+        piece = top.slice(done, upto - done)
+        kept = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=piece.column("key"))))
+        live = _live(piece, deleting).cast(SCHEMA)
+        # Both sides are sorted and share no key: put each of the few live rows at its place
+        # (binary search in the kept keys) instead of sorting every row of the group again.
+        kept_keys = kept.column("key").combine_chunks()
+        places = [_search(kept_keys, k) for k in live.column("key").to_pylist()]
+        order = np.insert(np.arange(kept.num_rows), places, kept.num_rows + np.arange(len(places)))
+        merged = pa.concat_tables([kept, live]).take(pa.array(order))
+        yield from merged.combine_chunks().to_batches()
+        group, group_rows, done = [], 0, upto
+
     for batch in base:
         if not batch.num_rows:
             continue
         keys = batch.column(0)
-        before = bisect_left(top_keys, keys[0].as_py(), lo=done)
-        inside = bisect_right(top_keys, keys[-1].as_py(), lo=before)
-        if before > done:  # winners between the previous base batch and this one
-            yield from _live(top.slice(done, before - done), deleting).to_batches()
-        if inside == before:
-            yield batch
-        else:
-            piece = top.slice(before, inside - before)
-            kept = batch.filter(pc.invert(pc.is_in(keys, value_set=piece.column("key"))))
-            merged = pa.concat_tables([pa.Table.from_batches([kept], SCHEMA),
-                                       _live(piece, deleting).cast(SCHEMA)])
-            merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending")]))
-            yield from merged.combine_chunks().to_batches()
-        done = inside
+        first, last = keys[0].as_py(), keys[-1].as_py()
+        if not group:
+            before = bisect_left(top_keys, first, lo=done)
+            if before > done:  # winners between the previous base batch and this one
+                yield from _live(top.slice(done, before - done), deleting).to_batches()
+                done = before
+        inside = bisect_right(top_keys, last, lo=done)
+        if inside == done and not group:
+            yield batch  # no winner falls here: pass it through
+            continue
+        group.append(batch)
+        group_rows += batch.num_rows
+        if group_rows >= _PATCH_ROWS:
+            yield from flush(inside)
+    yield from flush(bisect_right(top_keys, last, lo=done) if group else done)
     if done < len(top_keys):
         yield from _live(top.slice(done), deleting).to_batches()
+
+
+def _search(keys: pa.Array, key: bytes) -> int:
+    """How many of the sorted ``keys`` are smaller than ``key`` (bisect_left on an Arrow array)."""
+    lo, hi = 0, len(keys)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if keys[mid].as_py() < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+#: rows of touched base batches patched together (see :func:`_patch`)
+_PATCH_ROWS = 1 << 16
 
 
 #: the base run is patched instead of sorted with the rest when it holds at least this many

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kvio.plan
 from kvio import KeyValueSystem
 from kvio import keyranges as kr
 from kvio.config import Config
@@ -177,8 +178,9 @@ small_key = st.binary(max_size=2)
        tops=st.lists(st.tuples(st.dictionaries(small_key, st.binary(max_size=2), max_size=6),
                                st.booleans()), max_size=3),
        sizes=st.lists(st.integers(0, 9), min_size=1, max_size=4),
-       base_deletes=st.booleans(), padding=st.sampled_from([0, 200]))
-def test_merge_by_priority_matches_a_dict(base, tops, sizes, base_deletes, padding):
+       base_deletes=st.booleans(), padding=st.sampled_from([0, 200]),
+       patch_rows=st.sampled_from([1, 7, 1 << 16]))
+def test_merge_by_priority_matches_a_dict(base, tops, sizes, base_deletes, padding, patch_rows):
     """Both merges (a big base patched with small runs above it, and the full sort) give what
     applying the runs to a dict in priority order gives."""
     if not any(sizes):
@@ -196,7 +198,11 @@ def test_merge_by_priority_matches_a_dict(base, tops, sizes, base_deletes, paddi
                 model.pop(k, None)
             else:
                 model[k] = v
-    out = pa.Table.from_batches(list(merge_by_priority(runs, flags)), SCHEMA)
+    saved, kvio.plan._PATCH_ROWS = kvio.plan._PATCH_ROWS, patch_rows  # rows patched at once
+    try:
+        out = pa.Table.from_batches(list(merge_by_priority(runs, flags)), SCHEMA)
+    finally:
+        kvio.plan._PATCH_ROWS = saved
     assert list(zip(out.column("key").to_pylist(), out.column("value").to_pylist(),
                     strict=True)) == sorted(model.items())
 
