@@ -15,6 +15,7 @@ SECTIONS = [
     ("spark", "Spark (bench/bench_spark.py)"),
     ("mrjob", "mrjob (bench/bench_mrjob.py)"),
     ("sql", "SQL databases: PostgreSQL through ADBC (bench/bench_sql.py)"),
+    ("updates", "Updates: delta layers and rebuilds (bench/bench_updates.py)"),
 ]
 
 
