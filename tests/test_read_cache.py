@@ -148,3 +148,32 @@ def test_shared_by_processes(tmp_path):
         got = cache.get(ident, offset, 512)
         assert got is None or got == bytes([got[0]]) * 512
     assert cache.stats().corrupt == 0
+
+
+def test_settings_are_checked():
+    from kvio.config import Config
+    conf = Config()
+    assert (conf.block_size_remote, conf.read_ahead_bytes) == (3584, 8 << 20)
+    assert (conf.read_cache_dir, conf.read_cache_bytes) == (None, 1 << 30)
+    for bad in ({"kvio.block.size.remote": "10"}, {"kvio.read.cache.bytes": "0"},
+                {"kvio.read.ahead.bytes": "0"}):
+        with pytest.raises(ConfigError):
+            Config(bad)
+
+
+@pytest.mark.parametrize("where, conf, small", [("local", {}, False), ("memory", {}, True),
+                                                ("memory", {"kvio.block.size.remote": "0"}, False)])
+def test_remote_stores_are_written_with_small_blocks(tmp_path, where, conf, small):
+    import uuid
+
+    from kvio import KeyValueSystem
+    uri = str(tmp_path / "s") if where == "local" else f"memory://kvio-rc-{uuid.uuid4().hex[:8]}/s"
+    kvs = KeyValueSystem(conf=conf)
+    with kvs.create_store(uri) as w:
+        w.put_many((b"k%06d" % i, bytes(100)) for i in range(5000))
+    with kvs.open_store(uri) as r:
+        part = r.partition_readers()[0]
+        sizes = part._block_raw[:-1]  # (the last block holds what is left)
+        assert (int(sizes.max()) < 4096) if small else (int(sizes.min()) > 32 << 10)
+        assert list(r.keys()) == [b"k%06d" % i for i in range(5000)]
+    kvs.delete_store(uri)
