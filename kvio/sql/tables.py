@@ -132,6 +132,7 @@ def apply_changes(db: Database, table: TableName, changes: pa.RecordBatch) -> No
     key, keys unique) are bulk-loaded into a temporary table, then one ``DELETE`` and one
     ``INSERT ... ON CONFLICT (key) DO UPDATE`` apply them."""
     stage = _staging(db, pa.Table.from_batches([changes]))
+    pause_point("sync:staged")  # (crash tests: a chunk loaded, not yet applied)
     if changes.column(1).null_count:
         db.execute(f"DELETE FROM {table.quoted} WHERE {_K} IN (SELECT {_K} FROM {stage.quoted} "
                    f"WHERE {_V} IS NULL)", table=table, doing="cannot delete from")

@@ -92,7 +92,7 @@ def test_kill_during_first_sync(database, tmp_path, pause):
 
 # (a replace has no incremental chunks, so no "sync:after-chunk" point)
 @pytest.mark.parametrize("change,pause", [
-    ("update", "write:batch"), ("update", "sync:after-chunk"), ("update", "sync:before-commit"),
+    ("update", "sync:staged"), ("update", "sync:after-chunk"), ("update", "sync:before-commit"),
     ("update", "sync:after-commit"), ("overwrite", "write:batch"),
     ("overwrite", "sync:before-commit"), ("overwrite", "sync:after-commit")])
 def test_kill_during_later_sync(database, tmp_path, pause, change):
