@@ -224,6 +224,26 @@ class Database:
             self.cursor.fetchall()
         return names
 
+    def column_is_text(self, table: TableName, column: str) -> bool:
+        """Whether a column holds text rather than bytes (SQLite: by its declared type, with
+        SQLite's own affinity rule; PostgreSQL: by the type of the result column).
+
+        Raises:
+            DatabaseError: no such table or column.
+        """
+        if self.kind == SQLITE:
+            found = self.rows("SELECT type FROM pragma_table_info(?) WHERE name = ?",
+                              [table.name, column], table=table)
+            if not found:
+                raise DatabaseError(f"no column {column!r} in table {table} of {self.url}")
+            declared = str(found[0][0]).upper()
+            return any(word in declared for word in ("CHAR", "CLOB", "TEXT"))
+        with self.errors("cannot describe", table):
+            self.cursor.execute(f"SELECT {quote_identifier(column)} FROM {table.quoted} "
+                                "WHERE 1 = 0")
+            kind = self.cursor.fetch_arrow_table().schema.field(0).type
+        return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
     def empty_table(self, table: TableName) -> None:
         """Remove every row, inside the current transaction (PostgreSQL's TRUNCATE is
         transactional; SQLite turns an unqualified DELETE into a fast truncate)."""

@@ -83,7 +83,7 @@ def write_version(db: Database, reader: Any, table: TableName, mode: str, text: 
         raise KvioError(f"table {table} already exists in {db.url}; export with --mode replace "
                         "(replace its rows) or --mode upsert (add and update rows)",
                         store=reader.uri)
-    check_kv_table(db, table)
+    check_kv_table(db, table, text)
     if mode == "replace":
         db.empty_table(table)
         append_rows(db, table, data)

@@ -12,12 +12,10 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 
-import pyarrow as pa
-
 from ..byteslike import as_bytes
 from ..errors import DatabaseError, InvalidArgumentError, KvioError
 from .db import Database, connect, parse_table_name, quote_identifier
-from .url import SQLITE, parse_database_url
+from .url import parse_database_url
 
 __all__ = ["Loader", "load", "ENV_URL", "ENV_TABLE"]
 
@@ -102,7 +100,8 @@ class Loader:
     # ---- lookups -------------------------------------------------------------------------------
     def _query(self, db: Database, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         if self._text_keys is None:
-            self._text_keys = self._key_is_text(db)
+            # Text keys are bound as strings: SQLite never finds a blob equal to a text value.
+            self._text_keys = db.column_is_text(self.table, self.key_col)
         params: list[object] = list(keys)
         if self._text_keys:
             try:
@@ -122,22 +121,6 @@ class Loader:
                                     f"{self.url}; kvio values cannot be null", key=_raw(key))
             found[_raw(key)] = _raw(value)
         return found
-
-    def _key_is_text(self, db: Database) -> bool:
-        """Whether the key column holds text (keys are then bound as strings: SQLite never
-        finds a blob equal to a text value)."""
-        if db.kind == SQLITE:
-            found = db.rows("SELECT type FROM pragma_table_info(?) WHERE name = ?",
-                            [self.table.name, self.key_col], table=self.table)
-            if not found:
-                raise DatabaseError(f"no column {self.key_col!r} in table {self.table} of "
-                                    f"{self.url}")
-            declared = str(found[0][0]).upper()
-            return any(word in declared for word in ("CHAR", "CLOB", "TEXT"))  # SQLite's rule
-        with db.errors("cannot read", self.table):
-            db.cursor.execute(self._select + " IS NULL AND 1 = 0")
-            kind = db.cursor.fetch_arrow_table().schema.field(0).type
-        return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or None when the table has no row for it.

@@ -40,7 +40,7 @@ from ..system import KeyValueSystem
 from .db import Database, TableName, connect, parse_table_name
 from .exporter import write_version
 from .hooks import pause_point
-from .tables import KEY, VALUE, apply_changes
+from .tables import KEY, VALUE, apply_changes, check_kv_table
 from .url import POSTGRESQL
 
 __all__ = ["SyncResult", "SyncState", "sync_store", "new_layers", "STATE_TABLE"]
@@ -347,6 +347,7 @@ def sync_store(kvs: KeyValueSystem, store_uri: str, db_url: str, table: str, *,
                 deleted = 0
             else:
                 method = "incremental"
+                check_kv_table(db, name, text)
                 upserted, deleted = _apply_incremental(db, reader, name, *found, text, on_rows)
         pause_point("sync:before-state")
         _write_state(db, state_table, name, store_uri, reader.version, reader.commit.seq)

@@ -92,17 +92,25 @@ def add_primary_key(db: Database, table: TableName) -> None:
                doing="cannot add the primary key to")
 
 
-def check_kv_table(db: Database, table: TableName) -> None:
-    """Refuse a table without ``key`` and ``value`` columns (before writing anything).
+def check_kv_table(db: Database, table: TableName, text: bool) -> None:
+    """Refuse a table without ``key`` and ``value`` columns, or whose columns are text where
+    kvio would write bytes or the other way round (before writing anything).
 
     Raises:
-        KvioError: a column is missing (the message lists the table's columns).
+        KvioError: a column is missing (the message lists the table's columns) or of the other
+            kind.
     """
     names = db.columns(table)
     missing = [c for c in (KEY, VALUE) if c not in names]
     if missing:
         raise KvioError(f"table {table} in {db.url} has no column(s) {missing} (columns: "
                         f"{names}); kvio writes tables shaped (key, value, PRIMARY KEY (key))")
+    for column in (KEY, VALUE):
+        if db.column_is_text(table, column) != text:
+            kinds = ("text", "bytes", "with --text") if not text else ("bytes", "text",
+                                                                      "without --text")
+            raise KvioError(f"column {column!r} of table {table} in {db.url} holds {kinds[0]}, "
+                            f"not {kinds[1]}: write it {kinds[2]}")
 
 
 def append_rows(db: Database, table: TableName, data: pa.RecordBatchReader) -> int:

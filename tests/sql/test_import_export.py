@@ -206,3 +206,18 @@ def test_failure_mid_stream_stops_the_fetch_thread(database, tmp_path):
         import_table(kvs, database.url, str(tmp_path / "s"), table=table)
     assert not kvs.exists(str(tmp_path / "s"))
     assert "kvio-sql-fetch" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_text_and_bytes_tables_are_not_mixed(database, tmp_path):
+    kvs = kvio.KeyValueSystem()
+    uri = str(tmp_path / "s")
+    write_store(kvs, uri, {b"a": b"1"})
+    texts, blobs = database.table(), database.table()
+    export_store(kvs, uri, database.url, texts, text=True)
+    export_store(kvs, uri, database.url, blobs)
+    with pytest.raises(KvioError, match="holds text, not bytes: write it with --text"):
+        export_store(kvs, uri, database.url, texts, mode="upsert")
+    with pytest.raises(KvioError, match="holds bytes, not text: write it without --text"):
+        export_store(kvs, uri, database.url, blobs, mode="replace", text=True)
+    export_store(kvs, uri, database.url, texts, mode="replace", text=True)
+    assert database.rows(texts) == database.rows(blobs) == {b"a": b"1"}
