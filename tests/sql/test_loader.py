@@ -131,3 +131,17 @@ def test_through_kvio_serve(spawn, database, table, tmp_path):  # noqa: F811
     assert batch.status == 200
     assert srv.get("/v1/stores/s/keys/" + pkey(b"\xff")).body == b"last"
     assert batch.json()["values"][:3] == ["from the store", "", None]
+
+
+def test_environment_loader_needs_its_settings(monkeypatch):
+    from kvio.errors import KvioError
+    from kvio.sql import loader as module
+
+    monkeypatch.delenv(module.ENV_URL, raising=False)
+    monkeypatch.setattr(module, "_LOADERS", {})
+    with pytest.raises(KvioError, match="KVIO_SQL_LOADER_URL"):
+        module.load("s", b"k")
+    monkeypatch.setenv(module.ENV_URL, "sqlite:///x.db")
+    monkeypatch.setenv(module.ENV_POOL, "many")
+    with pytest.raises(KvioError, match="KVIO_SQL_LOADER_POOL"):
+        module.load("s", b"k")

@@ -183,3 +183,17 @@ def test_cli(database, tmp_path, capsys):
     assert "already holds version" in capsys.readouterr().out
     assert database.rows(table) == {b"b": b"2"}
     assert main(["sync", uri, str(tmp_path / "x.db"), "--table", table]) == 2
+
+
+def test_rollback_takes_the_full_path(database, tmp_path):
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"a": b"1", b"b": b"2"})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table)
+    update(kvs, uri, sets=[(b"c", b"3")], deletes=[b"a"])
+    assert sync_store(kvs, uri, database.url, table).method == "incremental"
+    kvs.rollback(uri)  # back to {a, b}: not the synced version plus layers
+    result = sync_store(kvs, uri, database.url, table)
+    assert result.method == "replace"
+    assert database.rows(table) == {b"a": b"1", b"b": b"2"} == current(kvs, uri)
