@@ -14,7 +14,7 @@ import pytest
 
 from bench.suite.s3count import S3Requests
 from kvio import CorruptStoreError, KeyValueSystem
-from kvio.read_cache import disk_cache
+from kvio.read_cache import disk_cache, file_identity
 
 N = 20_000
 
@@ -129,10 +129,12 @@ def test_scans_are_correct_and_read_ahead(s3_store, read_ahead):
         assert list(reader.keys(start=lo, stop=hi)) == [key(i) for i in range(778, 15_001)]
 
 
-def test_corrupt_block_on_s3_names_store_and_file(s3_server):
+def test_corrupt_block_on_s3_names_store_and_file(s3_server, tmp_path):
     bucket = s3_server.new_bucket()
     uri = f"s3://{bucket}/bad"
-    kvs = KeyValueSystem(storage_options=s3_server.storage_options)
+    cache_dir = tmp_path / "cache"
+    kvs = KeyValueSystem(storage_options=s3_server.storage_options,
+                         conf={"kvio.read.cache.dir": str(cache_dir)})
     with kvs.create_store(uri) as w:
         w.put_many((key(i), value(i)) for i in range(2000))
     with kvs.open_store(uri) as reader:
@@ -145,10 +147,18 @@ def test_corrupt_block_on_s3_names_store_and_file(s3_server):
     data = bytearray(fs.cat_file(path))
     data[offset] ^= 0x40
     fs.pipe_file(path, bytes(data))
+    for entry in cache_dir.glob("*/*.kvc"):
+        entry.unlink()  # (the pieces read before the damage)
     with kvs.open_store(uri) as reader:
         assert reader.get(key(0)) == value(0)  # other blocks are fine
         with pytest.raises(CorruptStoreError) as err:
             reader.get(key(victim))
+        # The damaged block was dropped from the disk cache; the good one read before stays.
+        cache = disk_cache(str(cache_dir), 1 << 30)
+        ident = file_identity(path, part.size, part.footer_checksum)
+        block_piece = (int(part._block_offset[good_block]), int(part._block_stored[good_block]))
+        assert cache.get(ident, *block_piece) is None
+        assert cache.get(ident, int(part._block_offset[0]), int(part._block_stored[0])) is not None
         text = str(err.value)
         assert f"block {good_block} checksum mismatch" in text and uri in text
         assert path.rsplit("/", 1)[1] in text
