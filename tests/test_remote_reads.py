@@ -212,3 +212,29 @@ def test_corrupt_cache_entry_is_dropped_and_fetched_again(s3_store, tmp_path):
     # The re-fetched pieces replaced the damaged entries, which now verify again.
     assert all(cache._verified(e.read_bytes(), e.name[:-4], e.stat().st_size - 32) is not None
                for e in cache_dir.glob("*/*.kvc"))
+
+
+def test_verify_of_a_remote_store_reads_ahead_and_finds_damage(s3_server):
+    bucket = s3_server.new_bucket()
+    uri = f"s3://{bucket}/v"
+    kvs = KeyValueSystem(storage_options=s3_server.storage_options)
+    with kvs.create_store(uri) as w:
+        w.put_many((key(i), value(i)) for i in range(N))
+    reader, counter = _open(s3_server, uri)
+    with reader:
+        part = reader.partition_readers()[0]
+        requests, _, _ = _cost(counter, reader.verify)
+        # A few requests per 8 MiB (padding pass, index pages, blocks), not one per block.
+        assert part.block_count > 500 and requests <= 10
+        path = part.name
+        b = part.block_count // 2
+        pad_at = int(part._block_offset[b]) + int(part._block_stored[b])  # padding after block b
+    fs = reader.io.fs
+    data = bytearray(fs.cat_file(path))
+    if pad_at % 8 == 0:  # no padding after that block: damage the block's last byte instead
+        pad_at -= 1
+    data[pad_at] ^= 0x01
+    fs.pipe_file(path, bytes(data))
+    with kvs.open_store(uri) as reader, pytest.raises(CorruptStoreError) as err:
+        reader.verify()
+    assert path.rsplit("/", 1)[1] in str(err.value)

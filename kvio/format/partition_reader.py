@@ -749,15 +749,16 @@ class PartitionReader:
         """
         self._check_open()
         self._verify_layout()
+        read = self._forward_reader(self._index_offset + self.index_pages * INDEX_PAGE_BYTES)
         for p in range(self.index_pages):
             start = self._index_offset + p * INDEX_PAGE_BYTES
-            page = self.source.read(start, INDEX_PAGE_BYTES)
+            page = read(start, INDEX_PAGE_BYTES)
             if len(page) != INDEX_PAGE_BYTES or checksum(page) != self._page_checksums[p]:
                 raise self._corrupt(f"index page {p} checksum mismatch")
         previous = None
-        for b in range(self.block_count):
-            self._blocks[b] = self._hot[b] = None
-            blk = self.block(b)
+        self._blocks[:] = [None] * self.block_count  # (every block is verified again)
+        self._hot[:] = [None] * self.block_count
+        for b, blk in enumerate(self._scan_blocks(0, self.block_count)):
             batch = blk.batch
             keys = batch.column(0)
             if self.key_at(blk, 0) != self.first_keys[b]:
@@ -793,9 +794,28 @@ class PartitionReader:
             raise self._corrupt(f"hash index starts at offset {self._index_offset}, the layout "
                                 f"puts it at {align(pos, INDEX_ALIGN)}")
         gaps.append((pos, self._index_offset))
+        read = self._forward_reader(self._index_offset)
         for lo, hi in gaps:
-            if hi > lo and bytes(self.source.read(lo, hi - lo)) != bytes(hi - lo):
+            if hi > lo and bytes(read(lo, hi - lo)) != bytes(hi - lo):
                 raise self._corrupt(f"padding bytes {lo}..{hi - 1} are not zero")
+
+    def _forward_reader(self, limit: int) -> Callable[[int, int], bytes]:
+        """``read(offset, length)`` for one forward pass over pieces that end before ``limit``.
+        A mapped file is sliced; an unmapped (remote) one is fetched ``read_ahead`` bytes at a
+        time, so verifying a remote file costs a request per few MiB, not one per small piece
+        (its data region is fetched twice: once for the padding, once for the blocks)."""
+        if self._mapped:
+            return self.source.read_bytes
+        window: list = [0, b""]  # base offset, bytes
+
+        def read(offset: int, length: int) -> bytes:
+            base, data = window
+            if not base <= offset or offset + length > base + len(data):
+                size = max(length, min(self.read_ahead, limit - offset))
+                base, data = offset, self.source.read_uncached(offset, size)
+                window[:] = [base, data]
+            return data[offset - base:offset - base + length]
+        return read
 
     def _closed_get(self, key: Any, default: Any = None) -> Any:
         raise ReaderClosedError("partition reader is closed", store=self.store, file=self.name)
