@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from kvio import KeyValueSystem, transaction, txn_state  # noqa: E402
 from kvio.update import StoreUpdate  # noqa: E402
 from tests.committer import faultlib  # noqa: E402
-from tests.committer.faultlib import BASE_CONF, NEW, OLD, _write, key, pairs  # noqa: E402
+from tests.committer.faultlib import NEW, OLD, _write, key, pairs  # noqa: E402
 
 UPDATE_SET = pairs(range(150, 350), "upd")
 UPDATE_DEL = [key(i) for i in range(0, 300, 7)]
