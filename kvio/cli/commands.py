@@ -289,6 +289,8 @@ def cmd_gc(args, kvs: KeyValueSystem) -> int:
     for kind, label in labels:
         for name in removed.get(kind, []):
             print(f"removed {label} {name}")
+    for name in removed.get("txns", []):
+        print(f"aborted transaction {name}: a crashed writer left it undecided")
     for name in removed.get("pinned", []):
         print(f"kept version {name}: pinned (`kvio versions` lists the pins)")
     for name in removed.get("grace", []):

@@ -311,3 +311,13 @@ def test_the_reader_written_from_the_spec_agrees(tmp_path, kvs):
     new = {u: kvs.versions(u)[-1]["version"] for u in (a, b)}
     assert {u: SpecStore(u).version for u in (a, b)} == new
     assert SpecStore(b).get(b"k") == b"new"
+
+
+def test_kvio_gc_says_which_transaction_it_aborted(tmp_path, kvs, capsys):
+    a = str(tmp_path / "a")
+    _make(kvs, a, b"old")
+    tx = _pending_only(kvs, [a], b"x")
+    assert main(["gc", "--older-than", "0", a]) == 0
+    out = capsys.readouterr().out
+    assert f"aborted transaction {tx.id}: a crashed writer left it undecided" in out
+    assert "removed 1 version(s)" in out
