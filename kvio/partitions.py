@@ -74,6 +74,7 @@ def open_source(io: FileIO, rel: str, size: int, *, conf: Config | None = None,
     Raises:
         FileNotFoundError: a local file is missing (remote files are first read, and found
             missing, when the reader opens them).
+        ConfigError: ``kvio.read.cache.dir`` cannot be created.
     """
     if io.is_local:
         return _map_local(io.local_path(rel))
