@@ -231,7 +231,7 @@ def test_a_record_of_an_unknown_format_version_is_not_repaired(tmp_path):
     kvs, uri = KeyValueSystem(), str(tmp_path / "s")
     write(kvs, uri, {b"a": b"1"})
     with open(record_file(uri, 2), "wb") as f:  # as a newer kvio would write it
-        f.write(b"KVIOCOMMIT 2 0000000000000000\n{}")
+        f.write(b"KVIOCOMMIT 3 0000000000000000\n{}")  # 2: records of transactions
     with pytest.raises(UnsupportedFormatError):
         kvs.repair(uri)
     assert sorted(all_records(uri)) == ["0000000001.commit", "0000000002.commit"]

@@ -68,6 +68,26 @@ def test_a_flipped_byte_is_corrupt_and_an_unknown_format_version_is_unsupported(
     blob[-2] ^= 1
     with pytest.raises(CorruptStoreError, match="checksum"):
         CommitRecord.decode(bytes(blob), 3)
-    newer = b"KVIOCOMMIT 2" + body()[len(b"KVIOCOMMIT 1"):]
+    newer = b"KVIOCOMMIT 3" + body()[len(b"KVIOCOMMIT 1"):]  # 2 is a transaction's record
     with pytest.raises(UnsupportedFormatError):
         CommitRecord.decode(newer, 3)
+
+
+def test_a_transaction_record_is_version_2_and_round_trips():
+    from kvio.format.txn_record import TxnRef
+    ref = TxnRef("20260101T000000Z-0123456789ab", "/s/_txns/20260101T000000Z-0123456789ab.txn")
+    record = CommitRecord.create(3, "20260101T000000Z-aaaaaaaaaaaa", "update", "j", 1.0,
+                                 {"txn": ref})
+    blob = record.encode()
+    assert blob.startswith(b"KVIOCOMMIT 2 ")
+    assert CommitRecord.decode(blob, 3) == record
+    plain = CommitRecord.create(3, "20260101T000000Z-aaaaaaaaaaaa", "update", "j", 1.0)
+    assert plain.encode().startswith(b"KVIOCOMMIT 1 ")
+    # A txn field in a version 1 document, or version 2 without one, is malformed.
+    from kvio.format import envelope
+    with pytest.raises(CorruptStoreError, match="txn"):
+        CommitRecord.decode(envelope.encode("KVIOCOMMIT", record.to_json()), 3)
+    with pytest.raises(CorruptStoreError, match="txn"):
+        CommitRecord.decode(envelope.encode("KVIOCOMMIT", plain.to_json(), 2), 3)
+    with pytest.raises(CorruptStoreError, match="txn"):
+        CommitRecord.decode(envelope.encode("KVIOCOMMIT", {**record.to_json(), "txn": 5}, 2), 3)
