@@ -31,7 +31,7 @@ import logging
 import posixpath
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -56,6 +56,7 @@ from .publish import strategy_for
 log = logging.getLogger(__name__)
 ABORT_RETRY_SECONDS = 30.0
 _REMOTE_CHECKS = 32  # partition files validated at once on a remote filesystem
+_TAIL_BYTES = 64 << 10  # what one validation read fetches from the end of a remote file
 MODES = ("error", "ignore", "overwrite", "append")
 _OWN_NAMES = {layout.MARKER, layout.COMMITS, layout.VERSIONS, layout.STAGING}
 
@@ -86,6 +87,25 @@ class JobContext:
     def file_io(self) -> FileIO:
         cfg = Config(self.conf)
         return FileIO.for_conf(self.uri, cfg, self.storage_options)
+
+
+class _TailReads:
+    """Ranged reads of one file that fetch its last ``_TAIL_BYTES`` (the whole of a small
+    file) once and serve every read inside them from memory: validating a partition reads its
+    header, trailer and footer, three requests on an object store, one with this."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int):
+        self._read = read
+        self._start = max(0, size - _TAIL_BYTES)
+        self._size = size
+        self._tail: bytes | None = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < self._start or offset + length > self._size:
+            return self._read(offset, length)
+        if self._tail is None:
+            self._tail = self._read(self._start, self._size - self._start)
+        return self._tail[offset - self._start:offset - self._start + length]
 
 
 class _Discard(_io.RawIOBase):
@@ -293,16 +313,27 @@ class Job:
         return TaskAttempt(self.ctx, task_id, attempt_id)
 
     # ---- validation ----------------------------------------------------------------------
-    def _check_file(self, rel_in_job: str, entry: PartitionEntry, who: str) -> None:
-        """The file exists and is the one described: size, footer checksum, count, keys."""
+    def _check_file(self, rel_in_job: str, entry: PartitionEntry, who: str,
+                    sizes: dict[str, int] | None = None) -> None:
+        """The file exists and is the one described: size, footer checksum, count, keys.
+        ``sizes`` (remote filesystems): the job's files and sizes from one listing, so the
+        check needs no request of its own for the size."""
         uri = self.ctx.uri
         rel = posixpath.join(self.job_dir, rel_in_job)
         try:
-            size = self.io.size(rel)
+            if sizes is None:
+                size = self.io.size(rel)
+            elif rel_in_job in sizes:
+                size = sizes[rel_in_job]
+            else:
+                raise FileNotFoundError(rel)
         except FileNotFoundError:
             raise CommitError(f"partition file listed by {who} is missing", store=uri,
                               file=self.io.path(rel)) from None
-        source = RangeSource(functools.partial(self.io.read_range, rel), size, self.io.path(rel))
+        read: Callable[[int, int], bytes] = functools.partial(self.io.read_range, rel)
+        if not self.io.is_local:
+            read = _TailReads(read, size).read
+        source = RangeSource(read, size, self.io.path(rel))
         try:
             reader = PartitionReader(source, store=uri, expected=entry.to_json())
         except (CorruptStoreError, FileNotFoundError) as exc:
@@ -373,8 +404,9 @@ class Job:
             for path, entry, who in checks:
                 self._check_file(path, entry, who)
             return
+        sizes = self.io.file_sizes(self.job_dir)
         with ThreadPoolExecutor(min(_REMOTE_CHECKS, len(checks))) as pool:
-            futures = [pool.submit(self._check_file, *check) for check in checks]
+            futures = [pool.submit(self._check_file, *check, sizes) for check in checks]
         for future in futures:
             future.result()
 

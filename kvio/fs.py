@@ -339,6 +339,24 @@ class FileIO:
             names.append(posixpath.basename(entry))
         return sorted(names)
 
+    def file_sizes(self, rel: str) -> dict[str, int]:
+        """Every file under a directory with its size, from one recursive listing (a request
+        per 1,000 objects on an object store instead of one per file).
+
+        Args:
+            rel: the directory, relative to the root.
+
+        Returns:
+            Sizes by path relative to ``rel``; empty when the directory does not exist.
+        """
+        base = self.path(rel).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {path[len(base) + 1:]: int(info["size"]) for path, info in found.items()
+                if info.get("type", "file") != "directory" and path.startswith(base + "/")}
+
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))
 
