@@ -239,6 +239,7 @@ class Job:
         self._outcome_unknown = False
         self.record: CommitRecord | None = None
         self._carried = 0
+        self._staged: tuple[Manifest, str] | None = None  # what stage() prepared
 
     @property
     def uri(self) -> str:
@@ -465,13 +466,30 @@ class Job:
         ``txn``: publish a pending record of that transaction (kvio/transaction.py): it counts
         only once the transaction record says committed, and no garbage collection runs here.
         Raises ConcurrentCommitError (nothing published, staging removed) when another job
-        published since setup; CommitError.landed tells whether anything was published."""
-        ctx, uri = self.ctx, self.ctx.uri
-        if ctx.skip:
+        published since setup; CommitError.landed tells whether anything was published.
+        The same as :meth:`stage` then :meth:`publish`."""
+        if self.ctx.skip:
             return None
+        self.stage(messages, num_tasks, extra_partitions, count, op)
+        return self.publish(note, txn)
+
+    def stage(self, messages: Sequence[dict[str, Any] | None], num_tasks: int | None = None,
+              extra_partitions: Iterable[PartitionEntry] = (), count: int | None = None,
+              op: str | None = None) -> None:
+        """Everything of :meth:`commit` before the commit point: validate the messages' files,
+        carry the base (append), write the manifest and turn the job's directory into its
+        (still invisible) version directory. A transaction stages every store before it
+        creates any pending record.
+
+        Raises:
+            CommitError, ConcurrentCommitError: as :meth:`commit` (nothing published).
+        """
+        ctx, uri = self.ctx, self.ctx.uri
         if self.record is not None:
             raise CommitError(f"job was already committed (commit {self.record.seq})", store=uri,
                               landed=True)
+        if self._staged is not None:
+            raise CommitError("job was already staged", store=uri, landed=False)
         job_dir = self.job_dir
         if not self.strategy.job_exists(self.io, ctx.job_id):
             own = self._own_commit()
@@ -505,6 +523,26 @@ class Job:
             self.strategy.stage(self.io, ctx.job_id)
         except OSError as exc:
             raise CommitError(f"could not stage the version: {exc}", store=uri, landed=False) from exc
+        self._staged = (manifest, op)
+
+    def publish(self, note: dict[str, Any] | None = None,
+                txn: TxnRef | None = None) -> CommitRecord | None:
+        """The commit point of a staged job (:meth:`stage`): create its commit record.
+
+        Args:
+            note: extra record fields.
+            txn: make it a pending record of that transaction (see :meth:`commit`).
+
+        Returns:
+            The record (None: mode ignore and another job created the store meanwhile).
+
+        Raises:
+            CommitError: not staged, or as :meth:`commit`.
+        """
+        ctx, uri = self.ctx, self.ctx.uri
+        if self._staged is None:
+            raise CommitError("job was not staged: nothing to publish", store=uri, landed=False)
+        manifest, op = self._staged
         # Step 2: the commit point. Creating commit base_seq+1 fails if anyone else published.
         try:
             record = versions.publish_commit(
@@ -569,6 +607,11 @@ class Job:
             if not self.io.exists(staging) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        if self._staged is not None and staging != layout.version_dir(self.ctx.job_id) \
+                and not self._maybe_published():
+            # Staged (renamed to its version directory) but never published: a transaction
+            # that failed on another store aborts it here.
+            self.io.delete_tree(layout.version_dir(self.ctx.job_id))
         if self.ctx.created:
             self._remove_created()
 

@@ -25,13 +25,14 @@ import tempfile
 from typing import Any
 
 from . import layout, txn_state, versions
+from .committer import Job
 from .config import Config
 from .errors import CommitError, ConcurrentCommitError, InvalidArgumentError, KvioError, WriterClosedError
 from .format.txn_record import ABORTED, COMMITTED, TxnRecord, TxnRef, TxnStore
 from .fs import FileIO
 from .sorting import spill_root
-from .update import StoreUpdate
-from .writer import StoreWriter
+from .update import StoreUpdate, write_op_batches
+from .writer import SortedPairWriter, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,22 @@ class TxnStoreWriter(StoreWriter):
     def _publishes(self) -> bool:
         return self._writer is not None and not self.aborted
 
-    def _pending(self, ref: TxnRef) -> TxnStore | None:
-        """Steps 1 and 2: finish the partitions and create the pending commit record."""
+    def _stage(self, work: str) -> None:
+        """Step 1: finish the partitions and stage the version (nothing visible)."""
         self._check_open()
-        if self._writer is None:  # mode ignore on an existing store: not part of it
-            self.committed = True
-            return None
+        assert self._writer is not None
         try:
-            message = self._writer.close()
-            record = self.job.commit([message], num_tasks=1, txn=ref)
+            self.job.stage([self._writer.close()], num_tasks=1)
         except BaseException:
-            if not self.job.committed:
-                self.aborted = True
-                self.job.abort()
+            self.abort_staged()
+            raise
+
+    def _pending(self, ref: TxnRef) -> TxnStore | None:
+        """Step 2: create the pending commit record (None: nothing was published)."""
+        try:
+            record = self.job.publish(txn=ref)
+        except BaseException:
+            self.abort_staged()
             raise
         self.committed = True
         if record is None:
@@ -78,6 +82,20 @@ class TxnStoreWriter(StoreWriter):
         self.record = record.to_json()
         assert record.version is not None
         return TxnStore(self.uri, record.seq, record.version)
+
+    def abort_staged(self) -> None:
+        """Publish nothing; also after :meth:`_stage` (its version directory goes too)."""
+        if self.committed or self.aborted:
+            return
+        self.aborted = True
+        if self._writer is not None and not self._writer.closed:
+            self._writer.discard()
+        if not self.job.committed:
+            self.job.abort()
+
+    def abort(self) -> None:
+        """Publish nothing and remove what was written. Idempotent."""
+        self.abort_staged()
 
 
 class TxnStoreUpdate(StoreUpdate):
@@ -93,6 +111,11 @@ class TxnStoreUpdate(StoreUpdate):
         raise InvalidArgumentError("this update belongs to a transaction: it publishes when "
                                    "the `with kvs.transaction()` block ends", store=self.uri)
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._job: Job | None = None
+        self._writers: list[SortedPairWriter] = []
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
@@ -100,25 +123,50 @@ class TxnStoreUpdate(StoreUpdate):
     def _publishes(self) -> bool:
         return (self.operations > 0) and not self.aborted
 
-    def _pending(self, ref: TxnRef, work: str) -> TxnStore | None:
-        """Sort the operations and publish them as a pending record (None: no operation)."""
+    def _stage(self, work: str) -> None:
+        """Step 1: sort the operations, set up an append job on the current version, write
+        the delta and stage it (nothing visible)."""
         self._check_open()
         self._flush()
-        if not self.operations:
-            self._sorter.close()
-            self.committed = True
-            return None
         path = f"{work}/ops-{id(self):x}.arrow"
         try:
             self._final_ops(path)
-            self.record = self._publish_once(path, txn=ref)
+            self._job = Job.setup(self.uri, mode="append", conf=self._conf_overrides,
+                                  storage_options=self._storage_options)
+            self._writers = [SortedPairWriter(self._job.task(0)),
+                             SortedPairWriter(self._job.task(1), tombstones=True)]
+            write_op_batches(self._read_ops(path), self._writers[0], self._writers[1])
+            messages = [w.close() for w in self._writers]
+            self._job.stage(messages, num_tasks=2, op="update")
         except BaseException:
-            self.aborted = True
+            self.abort()
             raise
         finally:
             self._sorter.close()
+
+    def _pending(self, ref: TxnRef) -> TxnStore | None:
+        """Step 2: create the pending commit record."""
+        assert self._job is not None
+        try:
+            record = self._job.publish(txn=ref)
+        except BaseException:
+            self.abort()
+            raise
+        assert record is not None and record.version is not None  # append never skips
         self.committed = True
-        return TxnStore(self.uri, self.record["seq"], self.record["version"])
+        self.record = record.to_json()
+        return TxnStore(self.uri, record.seq, record.version)
+
+    def abort(self) -> None:
+        """Publish nothing; after :meth:`_stage` its job's files are removed too. Idempotent."""
+        if self.committed or self.aborted:
+            return
+        super().abort()
+        for w in self._writers:
+            if not w.closed:
+                w.discard()
+        if self._job is not None and not self._job.committed:
+            self._job.abort()
 
 
 class Transaction:
@@ -231,20 +279,26 @@ class Transaction:
         active = [i for i, part in enumerate(self._parts) if part._publishes()]
         coordinator = self._ios[active[0]] if active else None
         ref = TxnRef(self.id, txn_state.record_uri(coordinator, self.id)) if coordinator else None
+        pending_started = False
         try:
-            for part, io in zip(self._parts, self._ios, strict=True):
+            for part in self._parts:  # step 1: every store's data, nothing visible yet
                 if ref is None or not part._publishes():
                     part.abort()
+                else:
+                    part._stage(scratch)
+            for part, io in zip(self._parts, self._ios, strict=True):  # step 2
+                if ref is None or part.aborted:
                     continue
-                pending = part._pending(ref, scratch) if isinstance(part, TxnStoreUpdate) \
-                    else part._pending(ref)
+                pending_started = True
+                pending = part._pending(ref)
                 if pending is not None:
                     stores.append(TxnStore(txn_state.store_uri(io), pending.seq, pending.version))
         except BaseException as exc:
             for part in self._parts:
                 part.abort()
-            if stores and coordinator is not None:
-                # Pending records exist: make them void for good (they are invisible anyway).
+            if pending_started and coordinator is not None:
+                # Pending records exist (or may: a create whose outcome is unknown): make them
+                # void for good (they are invisible anyway).
                 try:
                     txn_state.decide(coordinator, self.id, ABORTED, tuple(stores))
                 except (OSError, KvioError) as again:

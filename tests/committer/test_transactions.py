@@ -45,6 +45,8 @@ def _pending_only(kvs: KeyValueSystem, uris: list[str], value: bytes) -> Transac
     coordinator = tx._ios[0]
     ref = TxnRef(tx.id, txn_state.record_uri(coordinator, tx.id))
     for part in tx._parts:
+        part._stage(str(Path(tx._ios[0].root).parent))
+    for part in tx._parts:
         part._pending(ref)
     tx.done = True
     return tx
@@ -173,6 +175,12 @@ def test_a_race_on_one_store_aborts_all(tmp_path, kvs):
     assert rows[-1]["void"] == "aborted transaction" and rows[0]["current"]
     assert kvs.gc(a, older_than=0)["versions"] == [rows[-1]["version"]]
     assert _value(kvs, a) == b"0"
+    # c was staged (every store is, before any pending record) and never published: its
+    # version directory went with the abort; b's lost the race and went too.
+    for u in (b, c):
+        named = {row["version"] for row in kvs.versions(u)}
+        assert set(os.listdir(os.path.join(u, layout.VERSIONS))) <= named
+        assert os.listdir(os.path.join(u, layout.STAGING)) == []
 
 
 def test_stores_of_one_transaction_must_differ(tmp_path, kvs):
