@@ -52,7 +52,7 @@ class RequestCounter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         with self.guard:
             self.count += 1
-            if len(self.lines) < 10_000:
+            if len(self.lines) < 200_000:
                 self.lines.append(record.getMessage())
 
 
