@@ -17,6 +17,10 @@ filesystem):
 4. ``Job.abort()`` / ``TaskAttempt.abort()`` are idempotent and touch only their own staging,
    never a published version.
 
+On object stores with a create-only write (S3, Azure Blob, GCS) nothing is renamed: the job's
+directory is ``_versions/<job>`` from the start and the commit record alone publishes it
+(:mod:`kvio.publish` holds both strategies).
+
 Modes: ``error`` (default: refuse an existing store), ``ignore`` (existing store: tasks write
 nothing and commit publishes nothing), ``overwrite`` (new version, atomic swap), ``append`` (new
 version = the current version's partitions, hard-linked or copied, plus the job's partitions at

@@ -9,7 +9,8 @@
     <store>/_pins/<version>.<holder>.pin      a reader's lease on a version (kvio/pins.py)
     <store>/_txns/<txn>.txn                   a transaction's decision (kvio/txn_state.py)
 
-A job's staging directory becomes its version directory in one rename, so names never need to
+A job's staging directory becomes its version directory in one rename (on object stores with
+a create-only write a job writes into ``_versions/<job>`` directly: kvio/publish.py), so names never need to
 change at commit and files of failed attempts are simply never listed in the manifest. Every
 name a job creates is new (job ids, attempt directories and partition files carry random
 tags), so no step of any job can replace a file another job or attempt wrote.
