@@ -3,7 +3,8 @@
 Protocol (docs/COMMIT.md, "Transactions across stores"), when the block ends without an
 exception:
 
-1. every store's job writes its data (a writer's partitions, an update's sorted operations);
+1. every store's job writes its data and stages its version (``Job.stage``: a writer's
+   partitions, an update's sorted delta; manifest, invisible version directory);
 2. each store gets its next commit record, created no-clobber as usual but carrying
    ``txn: {id, record}``: a *pending* record, which counts for nobody yet. If one cannot be
    created (another job published on that store since the transaction began), the transaction
