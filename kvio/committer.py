@@ -514,7 +514,8 @@ class Job:
         if op is None:
             op = "create" if ctx.base_version is None else \
                 ("append" if ctx.mode == "append" else "overwrite")
-        options = {"compression": self.conf.compression, "block_size": self.conf.block_size}
+        options = {"compression": self.conf.compression,
+                   "block_size": self.conf.block_size_for(self.io.is_local)}
         manifest = Manifest.build(ctx.job_id, carried + partitions, options, count=count)
         try:
             # Another job's failed first write may have removed the marker after this job's

@@ -166,6 +166,18 @@ class Config:
         if self.serve_read_through_ttl < 0:
             raise ConfigError("kvio.serve.read.through.ttl must be 0s or more")
 
+    def block_size_for(self, local: bool) -> int:
+        """The block size partitions get on a filesystem.
+
+        Args:
+            local: the store is on local disk (else remote: object stores, HDFS, memory).
+
+        Returns:
+            ``kvio.block.size`` on local disk; ``kvio.block.size.remote`` elsewhere, unless
+            that is 0 (docs/FORMAT.md §3.3).
+        """
+        return self.block_size if local or not self.block_size_remote else self.block_size_remote
+
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
         if not overrides:
             return self

@@ -83,8 +83,7 @@ class SortedPairWriter:
         self._part_rel: str | None = None
         # Remote stores get small blocks: a cold get there reads one index page and one block,
         # while scans read many consecutive blocks per request (docs/FORMAT.md §3.3).
-        remote = not attempt.io.is_local and self.conf.block_size_remote > 0
-        self._block_size = self.conf.block_size_remote if remote else self.conf.block_size
+        self._block_size = self.conf.block_size_for(attempt.io.is_local)
         self._room = 0  # bytes put() may add before _make_room has anything to decide
         self.count = 0
         self.bytes = 0

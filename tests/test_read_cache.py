@@ -176,4 +176,6 @@ def test_remote_stores_are_written_with_small_blocks(tmp_path, where, conf, smal
         sizes = part._block_raw[:-1]  # (the last block holds what is left)
         assert (int(sizes.max()) < 4096) if small else (int(sizes.min()) > 32 << 10)
         assert list(r.keys()) == [b"k%06d" % i for i in range(5000)]
+        # the manifest records the block size the partitions were written with
+        assert r.manifest.options["block_size"] == (3584 if small else 64 << 10)
     kvs.delete_store(uri)
