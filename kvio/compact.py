@@ -61,7 +61,8 @@ def compact_store(uri: str, open_version: Callable[[str], StoreReader],
                 if progress is not None:
                     progress(batch.num_rows)
             message = writer.close()
-        record = job.commit([message], num_tasks=1, op="compact")
+        # The record names the version it compacted: rollback then goes past it (same pairs).
+        record = job.commit([message], num_tasks=1, op="compact", note={"source": base})
     except BaseException:
         if writer is not None and not writer.closed:
             writer.discard()

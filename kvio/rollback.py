@@ -59,8 +59,11 @@ def rollback(uri: str, version: str | None = None, conf: dict[str, Any] | None =
                                    "to roll back", store=uri)
     commits = versions.history(io)
     if version is None:
+        # A compaction holds the same pairs as the version it compacted (its source): going
+        # back means going past both.
+        same = {state.version, state.commit.source if state.commit.op == "compact" else None}
         earlier = [r.version for r in commits[:-1]
-                   if r.version and r.version != state.version and r.version in present]
+                   if r.version and r.version not in same and r.version in present]
         if not earlier:
             raise KvioError("no earlier version is retained to roll back to", store=uri)
         version = earlier[-1]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    # The compaction policy off: these tests look at the delta layers the updates leave.
+    env = dict(os.environ, KVIO_COMPACT_MAX_LAYERS="0")
     return subprocess.run([sys.executable, "-m", "kvio", "--no-progress", *args], input=stdin,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_cli_set_del_apply_compact_scan(tmp_path):

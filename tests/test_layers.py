@@ -193,3 +193,20 @@ def test_layered_get_survives_eviction_and_refuses_after_close(tmp_path):
             assert r.get(b"k00001") is None and r.get(b"zz") is None and r.get(b"") is None
     with pytest.raises(kvio.ReaderClosedError):
         r.get(b"k00002")
+
+
+def test_rollback_after_a_policy_compaction_goes_back_past_the_update(tmp_path):
+    """A compaction holds the pairs of the version it compacted (its record's source):
+    rolling back after an update that the policy compacted restores the state before it."""
+    kvs = kvio.KeyValueSystem(conf={"kvio.compact.max.layers": "1", "kvio.versions.retain": "3"})
+    uri = str(tmp_path / "s")
+    with kvs.create_store(uri) as w:
+        w.put_many((b"%04d" % i, b"v") for i in range(100))
+    before = {b"%04d" % i: b"v" for i in range(100)}
+    u = _apply(kvs, uri, [("set", b"0001", b"x"), ("del", b"0002", b"")], {})
+    assert u.compaction is not None and u.compaction["source"] == u.record["version"]
+    with pytest.raises(kvio.InvalidArgumentError, match="already a compact"):
+        kvs.rollback(uri, u.record["version"])  # the same pairs as the current version
+    kvs.rollback(uri)
+    with kvs.open_store(uri) as r:
+        assert dict(r.items()) == before

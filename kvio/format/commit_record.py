@@ -42,7 +42,8 @@ class CommitRecord:
         time: seconds since the epoch when it was written (informational).
         mode: the write mode of the job (informational; None for a delete).
         partitions: the number of manifest entries (informational; None for a delete).
-        source: rollback and repair: the version whose files were restored.
+        source: rollback and repair: the version whose files were restored; compact: the
+            version compacted (same pairs).
         damaged: repair: the sequence numbers of the damaged records it stepped past.
         txn: the transaction this record belongs to (None: an ordinary record). Such a record
             counts only once its transaction record says ``committed`` (:mod:`kvio.txn`).

@@ -11,6 +11,7 @@ from bisect import bisect_right
 
 import pytest
 
+import kvio
 from kvio import (
     CorruptStoreError,
     IncompleteStoreError,
@@ -173,6 +174,7 @@ def test_store_with_tombstones(kvs, tmp_path):
     """§3.8: a delta version with a tombstone file reads the same in both readers, deleted
     keys absent (also those deleted in one update and set again in the next), and an older
     reader that knows only version 1 refuses the tombstone file rather than show deleted keys."""
+    kvs = kvio.KeyValueSystem(conf={"kvio.compact.max.layers": "0"})  # keep the layers
     uri = str(tmp_path / "s")
     write(kvs, uri, [(key4(i), b"first") for i in range(0, 300, 2)])
     with kvs.update_store(uri) as u:
