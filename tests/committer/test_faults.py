@@ -17,7 +17,6 @@ import posixpath
 import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 
 from kvio import IncompleteStoreError, NotAStoreError, StoreExistsError, StoreNotFoundError, layout, versions
 from kvio.fs import TMP_PREFIX, FileIO
+from tests.committer.forkserver import ForkServer
 
 from . import faultlib
 
@@ -44,14 +44,21 @@ THIN_S3 = {"after partition finish": 1, "before validating a file": 1}
 S3_NOOPS = {"before makedirs", "before create_dir", "before mkdir", "before open_output",
             "before block write", "after write_new_file"}
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+
+_FORKS = ForkServer("faultlib")  # children forked from one process that imported kvio once
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fork_server():
+    yield
+    _FORKS.close()
 
 
 def run_child(spec: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, str(HERE / "faultlib.py"), json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    """``python faultlib.py SPEC`` in a real process of its own (forked: see forkserver.py)."""
+    return _FORKS.run(spec, timeout)
 
 
 def select_kill_points(trace: list[dict], thin: dict[str, int] = THIN) -> list[dict]:

@@ -22,7 +22,6 @@ import posixpath
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from kvio import layout, pins, versions
 from kvio.cli import main as cli_main
 from kvio.fs import TMP_PREFIX, FileIO
 from kvio.txn_state import forget
+from tests.committer.forkserver import ForkServer
 
 from . import faultlib, txnfaultlib
 from .test_faults import observe, select_kill_points
@@ -42,14 +42,21 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 _CLI = __import__("threading").Lock()  # the CLI prints to sys.stdout: one at a time
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+
+_FORKS = ForkServer("txnfaultlib")  # children forked from one process that imported kvio once
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fork_server():
+    yield
+    _FORKS.close()
 
 
 def run_child(spec: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, str(HERE / "txnfaultlib.py"), json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    """``python txnfaultlib.py SPEC`` in a real process of its own (forked: see forkserver.py)."""
+    return _FORKS.run(spec, timeout)
 
 
 def other_paths(uri: str) -> dict | None:

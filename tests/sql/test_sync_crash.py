@@ -15,7 +15,7 @@ import kvio
 from kvio.sql import connect, parse_table_name, read_state
 from kvio.sql.hooks import ENV, MARK
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 NO_COMPACT = {"kvio.compact.max.layers": "0", "kvio.compact.size.ratio": "0"}
 CONF = [arg for k, v in NO_COMPACT.items() for arg in ("--conf", f"{k}={v}")]
