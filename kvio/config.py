@@ -18,6 +18,8 @@ _SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: What a live store checks in a new version before it swaps it in (kvio.follow.verify).
 FOLLOW_VERIFY = ("none", "footers", "full")
+#: How a job's commit checks the partition files its tasks describe (kvio.commit.verify).
+COMMIT_VERIFY = ("auto", "footers", "sizes")
 
 
 def parse_size(text: str | int) -> int:
@@ -121,6 +123,7 @@ class Config:
         self.compact_auto_max_bytes = typed("kvio.compact.auto.max.bytes", parse_size)
         self.versions_retain = typed("kvio.versions.retain", int)
         self.allow_non_atomic = typed("kvio.commit.allow.non.atomic", parse_bool)
+        self.commit_verify = str(merged["kvio.commit.verify"]).strip().lower()
         self.staging_max_age = typed("kvio.staging.max.age", parse_duration)
         self.connect_timeout = typed("kvio.fs.connect.timeout", parse_duration)
         self.sort_memory = typed("kvio.sort.memory", parse_size)
@@ -159,6 +162,9 @@ class Config:
         if self.follow_verify not in FOLLOW_VERIFY:
             raise ConfigError(f"kvio.follow.verify must be one of {', '.join(FOLLOW_VERIFY)}, "
                               f"got {self.follow_verify!r}")
+        if self.commit_verify not in COMMIT_VERIFY:
+            raise ConfigError(f"kvio.commit.verify must be one of {', '.join(COMMIT_VERIFY)}, "
+                              f"got {self.commit_verify!r}")
         if self.pin_ttl <= 0 or self.pin_batch_ttl <= 0:
             raise ConfigError("kvio.pin.ttl and kvio.pin.batch.ttl must be more than 0s")
         if self.serve_batch_max_keys < 1 or self.serve_body_max < 1:

@@ -137,10 +137,15 @@ class LiveStore(GetMapping):
         return self._backoff or self.interval
 
     def _changed(self, recheck: bool) -> bool:
-        """Whether a newer commit record exists: one small metadata request, and with
+        """Whether a newer commit record exists: one small request, and with
         ``recheck`` a read of the served version's own record."""
-        if self._io.exists(layout.commit_name(self._seen + 1)):
+        # A read, not exists(): on an object store it is one request either way, where
+        # fsspec's exists() follows a miss with a listing of the name as a directory.
+        try:
+            self._io.read_bytes(layout.commit_name(self._seen + 1))
             return True
+        except FileNotFoundError:
+            pass
         if not recheck:
             return False
         # A store deleted and created again restarts its sequence: our record is then gone

@@ -23,6 +23,7 @@ import fsspec
 import pytest
 
 from kvio import (
+    CommitError,
     ConcurrentCommitError,
     KeyValueSystem,
     StoreExistsError,
@@ -240,6 +241,38 @@ def test_files_of_failed_attempts_and_dead_jobs_are_never_listed_and_gc_removes_
     with pytest.raises(Exception, match="staging directory is gone"):
         dead.task(1)
     assert content(kvs, uri) == data("new", range(30))
+
+
+@pytest.mark.parametrize("verify", ["auto", "footers"])
+def test_commit_checks_sizes_from_a_listing_and_reads_no_partition(object_store, verify,
+                                                                    monkeypatch):
+    """On an object store the commit's default check (kvio.commit.verify=auto -> sizes) lists
+    the job's files and reads none of them; a file described at the wrong size is refused.
+    ``footers`` reads every file's tail."""
+    uri = object_store.uri()
+    conf = {**NO_GRACE, "kvio.commit.verify": verify, "kvio.partition.size.max": "1KB"}
+    job = Job.setup(uri, mode="error", conf=conf, storage_options=object_store.storage_options)
+    w = SortedPairWriter(job.task(0))
+    w.put_many(sorted(data("v", range(40)).items()))
+    message = w.close()
+    assert len(message["partitions"]) > 3
+    reads: list[str] = []
+    original = FileIO.read_range
+    monkeypatch.setattr(FileIO, "read_range",
+                        lambda self, rel, *a: reads.append(rel) or original(self, rel, *a))
+    bad = json.loads(json.dumps(message))
+    bad["partitions"][1]["size"] += 1
+    with pytest.raises(CommitError, match="failed validation") as info:
+        job.commit([bad])
+    assert info.value.landed is False and bad["partitions"][1]["path"] in str(info.value)
+    reads.clear()
+    job.commit([message])
+    partition_reads = [r for r in reads if r.startswith(layout.version_dir(job.ctx.job_id))]
+    if verify == "auto":
+        assert partition_reads == []
+    else:
+        assert len(partition_reads) >= len(message["partitions"])
+    assert content(object_store.kvs(), uri) == data("v", range(40))
 
 
 def test_abort_never_deletes_a_published_version(object_store):

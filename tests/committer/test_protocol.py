@@ -170,6 +170,36 @@ def test_commit_refuses_bad_messages_and_publishes_nothing(uri, problem):
     assert not os.path.exists(uri)  # the job created the store directory: nothing is left
 
 
+@pytest.mark.parametrize("problem", ["size", "missing-file", "checksum"])
+def test_commit_verify_sizes_checks_listing_only(uri, problem):
+    """kvio.commit.verify=sizes (the default on object stores) checks each listed file's
+    existence and size from one listing; a wrong footer checksum is then left to readers."""
+    job = Job.setup(uri, conf={**SMALL, "kvio.commit.verify": "sizes"})
+    m0 = run_task(job, 0, pairs(range(0, 100), b"v"))
+    part = m0["partitions"][-1]
+    if problem == "size":
+        part["size"] -= 1
+    elif problem == "missing-file":
+        os.unlink(os.path.join(uri, layout.staging_dir(job.ctx.job_id), part["path"]))
+    else:
+        part["footer_checksum"] = "0" * 16
+        job.commit([m0])
+        with pytest.raises(KvioError, match="footer"):
+            content(uri)
+        return
+    expected = "is missing" if problem == "missing-file" else "holds .* bytes, its description says"
+    with pytest.raises(CommitError, match=expected) as info:
+        job.commit([m0])
+    assert info.value.landed is False
+    assert part["path"] in str(info.value)
+    assert versions.read_state(FileIO(uri)).seq == 0
+
+
+def test_commit_verify_setting_is_checked():
+    with pytest.raises(KvioError, match="kvio.commit.verify must be one of auto, footers, sizes"):
+        Job.setup("/nonexistent-kvio-dir/x", conf={"kvio.commit.verify": "some"})
+
+
 def test_commit_twice_and_abort_after_publish(uri):
     kvs = KeyValueSystem()
     write(kvs, uri, pairs(range(10), b"old"))
