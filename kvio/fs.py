@@ -409,6 +409,35 @@ class FileIO:
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
+    def read_small(self, rel: str, limit: int = 64 << 10) -> bytes:
+        """The whole of a small, non-empty file (a commit record) in one request.
+
+        s3fs reads a whole file by asking its size first (a HEAD, and after a 404 a listing of
+        the name as a directory); a ranged read of up to ``limit`` bytes is one GET, found or
+        not. A file of ``limit`` bytes or more is read on to its end.
+
+        Args:
+            rel: the file, relative to the root.
+            limit: the bytes the first read asks for.
+
+        Returns:
+            The file's bytes.
+
+        Raises:
+            FileNotFoundError: there is no such file.
+        """
+        if self.is_local:
+            return self.read_bytes(rel)
+        try:
+            data = self.fs.cat_file(self.path(rel), start=0, end=limit)
+        except FileNotFoundError:
+            raise
+        except OSError:  # an empty object: S3 answers a ranged read of it with 416
+            return self.read_bytes(rel)
+        if len(data) >= limit:
+            data += self.fs.cat_file(self.path(rel), start=len(data))
+        return data
+
     def read_range(self, rel: str, start: int, length: int) -> bytes:
         """One ranged read (one request on a remote filesystem)."""
         if length <= 0:

@@ -139,10 +139,10 @@ class LiveStore(GetMapping):
     def _changed(self, recheck: bool) -> bool:
         """Whether a newer commit record exists: one small request, and with
         ``recheck`` a read of the served version's own record."""
-        # A read, not exists(): on an object store it is one request either way, where
+        # A ranged read, not exists(): on an object store it is one request either way, where
         # fsspec's exists() follows a miss with a listing of the name as a directory.
         try:
-            self._io.read_bytes(layout.commit_name(self._seen + 1))
+            self._io.read_small(layout.commit_name(self._seen + 1))
             return True
         except FileNotFoundError:
             pass

@@ -166,7 +166,7 @@ def read_commit(io: FileIO, seq: int) -> CommitRecord:
         CorruptStoreError: the record is damaged (see :meth:`CommitRecord.decode`).
     """
     rel = layout.commit_name(seq)
-    return CommitRecord.decode(io.read_bytes(rel), seq, store=io.uri, file=io.path(rel))
+    return CommitRecord.decode(io.read_small(rel), seq, store=io.uri, file=io.path(rel))
 
 
 def damaged_head_error(io: FileIO, damaged: DamagedRecord) -> CorruptStoreError:

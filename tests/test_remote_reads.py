@@ -238,3 +238,25 @@ def test_verify_of_a_remote_store_reads_ahead_and_finds_damage(s3_server):
     with kvs.open_store(uri) as reader, pytest.raises(CorruptStoreError) as err:
         reader.verify()
     assert path.rsplit("/", 1)[1] in str(err.value)
+
+
+def test_a_follow_poll_costs_one_request(s3_store):
+    """A live store's check for the next commit record is one GET (404 while nothing is new);
+    every tenth check also reads its own record (docs/COMMIT.md, 1,000 readers polling)."""
+    server, uris = s3_store
+    kvs = KeyValueSystem(conf={"kvio.follow.interval": "1h"},
+                         storage_options=server.storage_options)
+    with kvs.open_store(uris["default"], follow=True) as live:
+        counter = S3Requests().attach(live._io.fs)
+        costs = [_cost(counter, live._tick)[0] for _ in range(20)]
+    assert sorted(costs) == [1] * 18 + [2] * 2
+
+
+def test_read_small_reads_empty_small_and_large_objects(s3_server):
+    from kvio.fs import FileIO
+    io = FileIO(f"s3://{s3_server.new_bucket()}/x", storage_options=s3_server.storage_options)
+    for name, data in (("empty", b""), ("small", b"abc"), ("large", bytes(range(256)) * 300)):
+        io.fs.pipe_file(io.path(name), data)
+        assert io.read_small(name, limit=1024) == data
+    with pytest.raises(FileNotFoundError):
+        io.read_small("absent")
