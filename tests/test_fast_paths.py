@@ -168,3 +168,41 @@ def test_put_many_bad_pair_in_a_later_chunk_keeps_what_came_before(kvs, store_ur
     with kvs.open_store(store_uri) as reader:
         assert len(reader) == 69999
         assert reader.get(key4(49999)) == b"v" and reader.get(key4(50000)) is None
+
+
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_get_many_array_with_colliding_hashes(weak_hash, codec):
+    """get_many_array answers as get_many: windows that do not decide a key (long runs), hash
+    collisions, absent and repeated keys, on mapped (gathered by Arrow) and other files."""
+    pairs = [(key4(i * 3), b"v%d" % i) for i in range(3000)]
+    data = _partition(pairs, block_rows=50, load_factor=0.9, codec=codec)
+    model = dict(pairs)
+    asked = [k for k, _ in pairs] + [key4(i * 3 + 1) for i in range(500)] + [key4(9)] * 3
+    random.Random(3).shuffle(asked)
+    for source in _sources(data):
+        reader = PartitionReader(source)
+        got = reader.get_many_array(asked)
+        assert got.type == pa.large_binary()
+        assert got.to_pylist() == [model.get(k) for k in asked]
+        for small in (asked[:5], asked[:200], []):  # the loop and the vectorised path
+            assert reader.get_many_array(small).to_pylist() == [model.get(k) for k in small]
+
+
+def test_get_many_array_of_a_store(make_kvs, tmp_path):
+    """StoreReader.get_many_array: one partition (the Arrow gather), several partitions and
+    a store with tombstones (through get_many) give the same answers as get_many."""
+    kvs = make_kvs()
+    uri = str(tmp_path / "s.kv")
+    with kvs.create_store(uri) as w:
+        w.put_many((key4(i), b"x%d" % i) for i in range(0, 4000, 2))
+    rng = random.Random(4)
+    asked = [key4(rng.randrange(4200)) for _ in range(1000)]
+    with kvs.open_store(uri) as r:
+        assert r.get_many_array(asked).to_pylist() == r.get_many(asked)
+    with kvs.update_store(uri) as u:
+        u.delete_many([key4(i) for i in range(0, 400, 4)])
+        u.set_many([(key4(i), b"new") for i in range(1, 200, 2)])
+    with kvs.open_store(uri) as r:
+        expected = r.get_many(asked)
+        assert r.get_many_array(asked).to_pylist() == expected
+        assert expected.count(b"new") and None in expected

@@ -51,8 +51,13 @@ _xxh = xxhash.xxh3_64_intdigest
 SCHEMA = pa.schema([pa.field("key", pa.large_binary(), nullable=False),
                     pa.field("value", pa.large_binary(), nullable=False)])
 _PAGE_WORDS = INDEX_PAGE_BYTES // 8
-#: below this many keys get_many loops over get (numpy set-up costs more than it saves)
-_VECTOR_MIN = 32
+#: below this many keys get_many loops over get (numpy set-up costs more than it saves: the
+#: crossover measured on a 1M-key store with fresh random keys, bench/bench_serve.py)
+_VECTOR_MIN = 150
+#: hash-index slots get_many reads per key in one gather (a key whose run is longer is asked
+#: of get); 8 slots of 16 bytes are two cache lines
+_PROBE_WINDOW = 8
+_PROBE_WORDS = np.arange(2 * _PROBE_WINDOW, dtype=np.int64)
 _BYTES_TYPE = {bytes}
 _LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})*")
 
@@ -152,7 +157,8 @@ class PartitionReader:
             self._words = memoryview(raw)[:words * 8].cast("Q")
             self._u64 = np.frombuffer(self._words, dtype=np.uint64)
             ib = self._index_offset // 8
-            self._table = self._u64[ib:ib + npg * _PAGE_WORDS].reshape(-1, 2)
+            self._table_words = self._u64[ib:ib + npg * _PAGE_WORDS]
+            self._table = self._table_words.reshape(-1, 2)
             self._buffer = source.buffer
         self.get = self._make_get()
         if self.tombstones:
@@ -540,31 +546,84 @@ class PartitionReader:
             get = self.get
             return [get(k, default) for k in keys]
         self._check_open()
-        hashes = np.fromiter(map(_xxh, keys), dtype=np.uint64, count=n)
-        hashes[hashes == 0] = 1
-        m = np.uint64(self._home_slots)
-        homes = hashes % m
-        table, total = self._table, self.index_pages * INDEX_PAGE_SLOTS
-        idx = np.arange(n)
-        slots = homes.astype(np.int64)
-        want, home = hashes, homes
-        found_idx, found_rows = [], []
-        while idx.size:
-            if int(slots.max()) >= total:
-                raise self._corrupt("hash index probe ran past the end of the index")
-            self._ensure(slots >> 8, self._page_ok, self._load_page)
-            hv = table[slots, 0]
-            hit = hv == want
-            if hit.any():
-                found_idx.append(idx[hit])
-                found_rows.append(table[slots[hit], 1])
-            more = ~hit & (hv != 0) & (hv % m <= home)
-            idx, slots, want, home = idx[more], slots[more] + 1, want[more], home[more]
+        fidx, rows, unresolved = self._probe(keys)
         out = [default] * n
-        if not found_idx:
-            return out
-        fidx = np.concatenate(found_idx)
-        rows = np.concatenate(found_rows)
+        get = self.get
+        if fidx.size and self._flat:
+            fidx, values, same = self._gather_found(keys, fidx, rows)
+            for i, value, ok in zip(fidx.tolist(), values.to_pylist(), same.tolist(), strict=True):
+                # A differing key is a 64-bit hash collision: get() probes on past it.
+                out[i] = value if ok else get(keys[i], default)
+        elif fidx.size:
+            if int(rows.max()) >= self.count:
+                raise self._corrupt("index points past the last row")
+            order = np.argsort(rows)  # file order: the reads walk the map forwards
+            rows = rows[order].astype(np.int64)
+            fidx = fidx[order]
+            blocks = np.searchsorted(self._first_rows_np, rows, side="right") - 1
+            hot_blocks, load_block = self._hot, self._load_block
+            for i, row, b in zip(fidx.tolist(), rows.tolist(), blocks.tolist(), strict=True):
+                key = keys[i]
+                words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
+                kq += row
+                if raw[kd + words[kq]:kd + words[kq + 1]] == key:
+                    vq += row
+                    out[i] = raw[vd + words[vq]:vd + words[vq + 1]]
+                else:
+                    out[i] = get(key, default)
+        for i in unresolved.tolist():
+            out[i] = get(keys[i], default)
+        return out
+
+    def get_many_array(self, keys: list[bytes]) -> pa.Array:
+        """The values of many keys as one ``large_binary`` Arrow array in input order, null for
+        an absent key: :meth:`get_many` without a Python object per value (on an uncompressed
+        mapped file the values are copied from the map by Arrow and never become ``bytes``).
+
+        Args:
+            keys: the keys, a list of ``bytes``.
+
+        Returns:
+            The values (a tombstone file answers as :meth:`get_many` would, so use this on
+            files without tombstones).
+
+        Raises:
+            CorruptStoreError: a checksum failed on the way.
+            ReaderClosedError: the reader was closed.
+        """
+        n = len(keys)
+        if (self.tombstones or not self._flat or n < _VECTOR_MIN or self.count == 0
+                or type(keys) is not list or set(map(type, keys)) != _BYTES_TYPE):
+            return pa.array(self.get_many(keys), type=pa.large_binary())
+        self._check_open()
+        fidx, rows, unresolved = self._probe(keys)
+        where = np.full(n, -1, dtype=np.int64)
+        if fidx.size:
+            fidx, values, same = self._gather_found(keys, fidx, rows)
+            where[fidx] = np.arange(len(fidx), dtype=np.int64)
+            if not same.all():
+                unresolved = np.concatenate([unresolved, fidx[~same]])
+        else:
+            values = pa.array([], pa.large_binary())
+        if unresolved.size:
+            # A long probe run or a 64-bit hash collision: rare; get() settles those keys,
+            # whose values are appended to the gathered ones.
+            get = self.get
+            extra = pa.array([get(keys[i]) for i in unresolved.tolist()], pa.large_binary())
+            where[unresolved] = np.arange(len(values), len(values) + len(extra), dtype=np.int64)
+            values = pa.concat_arrays([values, extra])
+        # A null index takes a null: the absent keys.
+        return values.take(pa.array(where, mask=where < 0))
+
+    def _gather_found(self, keys: list[bytes], fidx: np.ndarray,
+                      rows: np.ndarray) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+        """For keys whose hash the index found (uncompressed mapped files): the stored keys
+        and values of their rows gathered from the map by Arrow.
+
+        Returns:
+            (the key indexes in file order, their stored values in that order, whether each
+            stored key is the key asked: False only for a 64-bit hash collision).
+        """
         if int(rows.max()) >= self.count:
             raise self._corrupt("index points past the last row")
         # In file order: the reads below then walk the map forwards (fewer cache/TLB misses).
@@ -572,55 +631,75 @@ class PartitionReader:
         rows = rows[order].astype(np.int64)
         fidx = fidx[order]
         blocks = np.searchsorted(self._first_rows_np, rows, side="right") - 1
-        get = self.get
-        if self._flat:
-            self._ensure(blocks, self._block_ok, self._load_block)
-            words = self._u64
-            # The positions of each row's offsets and data, as in _load_block's ``hot``.
-            off = self._block_offset_np[blocks]
-            nrows = self._first_rows_np[blocks + 1] - self._first_rows_np[blocks]
-            w = off >> 3
-            kq = w - self._first_rows_np[blocks] + rows
-            kd = off + 8 * (nrows + 1)
-            vo = 8 * (nrows + 1) + ((words[w + nrows].astype(np.int64) + 7) & ~7)
-            vq = w + (vo >> 3) - self._first_rows_np[blocks] + rows
-            vd = off + vo + 8 * (nrows + 1)
-            ks = kd + words[kq].astype(np.int64)
-            ke = kd + words[kq + 1].astype(np.int64)
-            vs = vd + words[vq].astype(np.int64)
-            ve = vd + words[vq + 1].astype(np.int64)
-            # Arrow gathers the stored keys and values (C loops, ascending addresses); rows are
-            # unique here, so the ranges never overlap and stay in order.
-            unique = np.ones(len(rows), dtype=bool)
-            unique[1:] = rows[1:] != rows[:-1]
-            expand = None if unique.all() else pa.array(np.cumsum(unique) - 1)
-            stored_keys = self._gather(ks[unique], ke[unique])
-            stored_values = self._gather(vs[unique], ve[unique])
-            if expand is not None:  # a key asked for more than once
-                stored_keys, stored_values = stored_keys.take(expand), stored_values.take(expand)
-            fidx_list = fidx.tolist()
-            asked = pa.array([keys[i] for i in fidx_list], pa.large_binary())
-            same = pc.equal(stored_keys, asked).to_numpy(zero_copy_only=False)
-            result = np.empty(n, dtype=object)
-            result.fill(default)
-            found_values = np.empty(len(fidx_list), dtype=object)
-            found_values[:] = stored_values.to_pylist()
-            result[fidx[same]] = found_values[same]
-            for i in fidx[~same].tolist():
-                # A differing key here is a 64-bit hash collision: get() probes on past it.
-                result[i] = get(keys[i], default)
-            return result.tolist()
-        hot_blocks, load_block = self._hot, self._load_block
-        for i, row, b in zip(fidx.tolist(), rows.tolist(), blocks.tolist(), strict=True):
-            key = keys[i]
-            words, raw, kq, kd, vq, vd = hot_blocks[b] or load_block(b)
-            kq += row
-            if raw[kd + words[kq]:kd + words[kq + 1]] == key:
-                vq += row
-                out[i] = raw[vd + words[vq]:vd + words[vq + 1]]
-            else:
-                out[i] = get(key, default)
-        return out
+        self._ensure(blocks, self._block_ok, self._load_block)
+        words = self._u64
+        # The positions of each row's offsets and data, as in _load_block's ``hot``.
+        first = self._first_rows_np[blocks]
+        off = self._block_offset_np[blocks]
+        nrows = self._first_rows_np[blocks + 1] - first
+        w = off >> 3
+        kq = w - first + rows
+        kd = off + 8 * (nrows + 1)
+        vo = 8 * (nrows + 1) + ((words[w + nrows].astype(np.int64) + 7) & ~7)
+        vq = w + (vo >> 3) - first + rows
+        vd = off + vo + 8 * (nrows + 1)
+        ks = kd + words[kq].astype(np.int64)
+        ke = kd + words[kq + 1].astype(np.int64)
+        vs = vd + words[vq].astype(np.int64)
+        ve = vd + words[vq + 1].astype(np.int64)
+        # Arrow gathers the stored keys and values (C loops, ascending addresses); rows are
+        # unique here, so the ranges never overlap and stay in order.
+        unique = np.ones(len(rows), dtype=bool)
+        unique[1:] = rows[1:] != rows[:-1]
+        if unique.all():
+            stored_keys, stored_values = self._gather(ks, ke), self._gather(vs, ve)
+        else:  # a key asked for more than once
+            expand = pa.array(np.cumsum(unique) - 1)
+            stored_keys = self._gather(ks[unique], ke[unique]).take(expand)
+            stored_values = self._gather(vs[unique], ve[unique]).take(expand)
+        asked = pa.array([keys[i] for i in fidx.tolist()], pa.large_binary())
+        same = pc.equal(stored_keys, asked).to_numpy(zero_copy_only=False)
+        return fidx, stored_values, same
+
+    def _probe(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probe the (mapped) hash index for every key at once: each key's first
+        :data:`_PROBE_WINDOW` slots from its home slot are read in one gather, and the first
+        slot that holds its hash or ends its run (empty, or a later home slot) decides.
+
+        Returns:
+            (indexes of the keys whose hash was found, their rows, indexes of the keys the
+            window did not decide: a longer run, or the end of the index; ask ``get``).
+            Keys in neither are absent.
+
+        Raises:
+            CorruptStoreError: an index page that decided a key fails its checksum.
+        """
+        n = len(keys)
+        hashes = np.fromiter(map(_xxh, keys), dtype=np.uint64, count=n)
+        hashes[hashes == 0] = 1
+        m = np.uint64(self._home_slots)
+        homes = hashes % m
+        first = homes.astype(np.int64)
+        total = self.index_pages * INDEX_PAGE_SLOTS
+        # Slots past the end are clipped to the last one; keys whose window reaches that far
+        # are left to get(), which reports a probe that runs off the end.
+        window = np.minimum(first[:, None] * 2 + _PROBE_WORDS, 2 * total - 1)
+        # (np.take of the flat words: twice as fast as fancy indexing of the 2-D table)
+        slots = np.take(self._table_words, window).reshape(n, _PROBE_WINDOW, 2)  # hash, row
+        hv = slots[:, :, 0]
+        hit = hv == hashes[:, None]
+        decided = hit | (hv == 0) | (hv % m > homes[:, None])
+        pos = decided.argmax(axis=1)                  # the first deciding slot (0 if none)
+        keys_idx = np.arange(n)
+        ok = decided[keys_idx, pos] & (first <= total - _PROBE_WINDOW)
+        if self._pages_verified < self.index_pages:
+            # Verify the pages the deciding probes read before using them: the home slot's
+            # page and the deciding slot's (a window spans at most two pages).
+            self._ensure(first[ok] >> 8, self._page_ok, self._load_page)
+            self._ensure((first + pos)[ok] >> 8, self._page_ok, self._load_page)
+        found = ok & hit[keys_idx, pos]
+        fidx = np.flatnonzero(found)
+        return fidx, slots[fidx, pos[fidx], 1], np.flatnonzero(~ok)
 
     def _gather(self, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
         """The byte ranges [starts[i], ends[i]) of the mapped file (ascending, disjoint) as
@@ -840,7 +919,7 @@ class PartitionReader:
         self.get = self._closed_get
         self._block_lru = self._page_lru = None
         if self._mapped:
-            del self._table, self._u64, self._buffer, self._raw
+            del self._table, self._table_words, self._u64, self._buffer, self._raw
             self._words.release()
         try:
             self.source.close()
