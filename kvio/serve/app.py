@@ -46,6 +46,7 @@ from .errors import (
     on_kvio_error,
     on_unexpected,
 )
+from .fast import FastPath
 from .metrics import UNMATCHED, Metrics
 from .options import ServeOptions, read_token
 from .read_through import ReadThrough, load_loader
@@ -144,18 +145,18 @@ def _accepts_arrow(request: Request) -> bool:
     return ARROW_STREAM in request.headers.get("accept", "").lower()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing one over ``limit`` bytes before reading more than that."""
-    declared = request.headers.get("content-length")
+async def _read_body(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A request body (``declared``: its Content-Length header), refusing one over ``limit``
+    bytes before reading more than that."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise _too_large(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _too_large(size: int, limit: int) -> ApiError:
@@ -232,6 +233,15 @@ class Api:
         # Without the raw path (a server other than uvicorn), the decoded one is all there is.
         key = codec.key_from_path(raw_path) if raw_path is not None else \
             request.path_params["key"].encode("utf-8")
+        value, headers = await self.lookup(store, key)
+        return Response(value, media_type="application/octet-stream", headers=headers)
+
+    async def lookup(self, store: ServedStore, key: bytes) -> tuple[bytes, dict[str, str]]:
+        """The value of one key and the headers of its answer (``GET .../keys/{key}``).
+
+        Raises:
+            ApiError: 404 ``key_not_found`` (with ``Kvio-Version``), 503 ``load_failed``.
+        """
         version, value = await store.call(lambda reader: reader.get(key))
         headers = {VERSION_HEADER: version}
         loader = self.read_through.get(store.name)
@@ -244,16 +254,34 @@ class Api:
                            f"{store.name!r} (version {version})", headers=headers,
                            store=store.name, key=codec.show(key), version=version)
         self.metrics.keys_served(store.name, 1, 0)
-        return Response(value, media_type="application/octet-stream", headers=headers)
+        return value, headers
 
     async def batch_get(self, request: Request) -> Response:
-        store = self.stores.get(request.path_params["name"])
-        kind = _media_type(request.headers.get("content-type"))
+        body, media_type, headers = await self.batch(
+            request.path_params["name"], request.headers.get("content-type"),
+            request.headers.get("content-length"), request.stream())
+        return Response(body, media_type=media_type, headers=headers)
+
+    async def batch(self, name: str, content_type: str | None, content_length: str | None,
+                    chunks: AsyncIterator[bytes]) -> tuple[bytes, str, dict[str, str]]:
+        """A batch get (``POST .../get``): the body, media type and headers of its answer.
+
+        Args:
+            name: the store's name.
+            content_type: the request's Content-Type header.
+            content_length: its Content-Length header.
+            chunks: the request body, piece by piece.
+
+        Raises:
+            ApiError: the 4xx of a bad request (docs/SERVING.md, "Errors").
+        """
+        store = self.stores.get(name)
+        kind = _media_type(content_type)
         if kind not in (JSON, ARROW_STREAM):
             raise ApiError(415, "unsupported_media_type",
                            f"send the keys as {JSON} or {ARROW_STREAM}, not "
                            f"{kind or 'a body without Content-Type'}")
-        body = await _read_body(request, self.conf.serve_body_max)
+        body = await _read_body(content_length, chunks, self.conf.serve_body_max)
         if kind == JSON:
             keys, encoding = self._json_keys(body)
             column = None
@@ -264,8 +292,15 @@ class Api:
         if len(keys) > limit:
             raise ApiError(413, "too_many_keys", f"{len(keys)} keys in one batch, the limit is "
                            f"{limit} (kvio.serve.batch.max.keys); split the batch", limit=limit)
-        version, values = await store.call(lambda reader: reader.get_many(keys))
         loader = self.read_through.get(store.name)
+        if column is not None and loader is None:
+            # Arrow in, Arrow out: the values stay an Arrow array from the map to the answer.
+            version, array = await store.call(lambda reader: reader.get_many_array(keys))
+            absent = array.null_count
+            self.metrics.keys_served(store.name, len(array) - absent, absent)
+            table = pa.Table.from_arrays([column, array], names=["key", "value"])
+            return codec.arrow_table_bytes(table), ARROW_STREAM, {VERSION_HEADER: version}
+        version, values = await store.call(lambda reader: reader.get_many(keys))
         if loader is not None:
             await self._load_missing(loader, keys, values)
         found = len(values) - values.count(None)
@@ -274,9 +309,9 @@ class Api:
         if column is None:
             assert encoding is not None
             encoded = codec.encode_values(keys, values, encoding, store.name)
-            return JSONResponse({"version": version, "values": encoded}, headers=headers)
+            return codec.json_bytes({"version": version, "values": encoded}), JSON, headers
         table = pa.table({"key": column, "value": pa.array(values, type=pa.large_binary())})
-        return Response(codec.arrow_table_bytes(table), media_type=ARROW_STREAM, headers=headers)
+        return codec.arrow_table_bytes(table), ARROW_STREAM, headers
 
     @staticmethod
     async def _load_missing(loader: ReadThrough, keys: list[bytes],
@@ -360,8 +395,9 @@ class Api:
 
 def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
                token: bytes | None = None,
-               read_through: dict[str, ReadThrough] | None = None) -> Starlette:
-    """The ASGI app over opened stores; it closes them when it shuts down.
+               read_through: dict[str, ReadThrough] | None = None) -> ASGIApp:
+    """The ASGI app over opened stores; it closes them when it shuts down: single and batch
+    gets answered by :class:`.fast.FastPath`, everything else by a Starlette app.
 
     Args:
         stores: the stores to serve.
@@ -398,11 +434,12 @@ def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
 
     handlers: dict[Any, Any] = {ApiError: on_api_error, HTTPException: on_http_exception,
                                 KvioError: on_kvio_error, Exception: on_unexpected}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
-                     lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
+                    lifespan=lifespan)
+    return FastPath(app, api, metrics, token)
 
 
-def build_app(options: ServeOptions, stores: StoreSet | None = None) -> Starlette:
+def build_app(options: ServeOptions, stores: StoreSet | None = None) -> ASGIApp:
     """The app for ``options``, opening the stores unless given.
 
     Raises:
@@ -420,7 +457,7 @@ def build_app(options: ServeOptions, stores: StoreSet | None = None) -> Starlett
     return create_app(stores or StoreSet.open(options), conf, metrics, token, read_through)
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> ASGIApp:
     """The app factory of worker processes (``--workers N``): the options come from the
     environment variable the parent ``kvio serve`` set (:data:`kvio.serve.options.ENV`)."""
     return build_app(ServeOptions.from_env())

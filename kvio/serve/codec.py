@@ -156,8 +156,8 @@ def encode_values(keys: list[bytes], values: list[bytes | None], encoding: str,
             UTF-8 (the message names its key and says to ask for base64).
     """
     if encoding == BASE64:
-        b64 = base64.b64encode
-        return [None if v is None else b64(v).decode("ascii") for v in values]
+        b64 = binascii.b2a_base64  # (base64.b64encode without its wrapper)
+        return [None if v is None else b64(v, newline=False).decode("ascii") for v in values]
     out: list[str | None] = []
     for key, value in zip(keys, values, strict=True):
         if value is None:
@@ -256,6 +256,12 @@ class ArrowStreamEncoder:
         """The end-of-stream marker."""
         self._writer.close()
         return self.take()
+
+
+def json_bytes(doc: Any) -> bytes:
+    """A JSON answer's body, as Starlette's JSONResponse renders it."""
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
 
 
 def arrow_table_bytes(table: pa.Table) -> bytes:

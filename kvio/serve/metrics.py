@@ -59,18 +59,33 @@ class Metrics:
                                    "swapped in (the store kept serving the last good one)",
                                    ["store"], **reg)
         self._versions: dict[str, str] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._key_children: dict[tuple[str, str], Any] = {}
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         """Count one answered request that started at ``started`` (``time.perf_counter()``)."""
-        code = str(status)
-        self.requests.labels(route, method, code).inc()
-        self.latency.labels(route, code).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            # labels() hashes and checks its arguments on every call: look each combination
+            # up once (there are a few dozen: routes x methods x statuses).
+            code = str(status)
+            children = self._request_children[(route, method, status)] = (
+                self.requests.labels(route, method, code), self.latency.labels(route, code))
+        children[0].inc()
+        children[1].observe(elapsed)
 
     def keys_served(self, store: str, found: int, absent: int) -> None:
         if found:
-            self.keys.labels(store, "found").inc(found)
+            self._keys_child(store, "found").inc(found)
         if absent:
-            self.keys.labels(store, "absent").inc(absent)
+            self._keys_child(store, "absent").inc(absent)
+
+    def _keys_child(self, store: str, result: str) -> Any:
+        child = self._key_children.get((store, result))
+        if child is None:
+            child = self._key_children[(store, result)] = self.keys.labels(store, result)
+        return child
 
     def store_version(self, store: str, version: str, commit_seq: int, swaps: int) -> None:
         """Record the version ``store`` serves now."""

@@ -73,7 +73,7 @@ def serve(options: ServeOptions, *, host: str, port: int, workers: int = 1,
     """
     common = {"host": host, "port": port, "access_log": access_log, "log_level": "info",
               "timeout_graceful_shutdown": int(max(1, drain_timeout)), "server_header": False,
-              "lifespan": "on"}
+              "lifespan": "on", "http": http_protocol()}
     if workers == 1:
         config = uvicorn.Config(build_app(options, stores), **common)  # type: ignore[arg-type]
         with _signals_for_uvicorn():
@@ -93,6 +93,16 @@ def serve(options: ServeOptions, *, host: str, port: int, workers: int = 1,
                 os.environ.pop(ENV, None)
             else:
                 os.environ[ENV] = saved
+
+
+def http_protocol() -> str:
+    """uvicorn's HTTP implementation: httptools (a C parser) with each answer's head and body
+    sent in one write (:mod:`.protocol`), or uvicorn's choice (h11) without httptools."""
+    try:
+        from .protocol import PROTOCOL
+    except ImportError:  # httptools is in the serve extra, but may be missing on a platform
+        return "auto"
+    return PROTOCOL
 
 
 @contextlib.contextmanager

@@ -113,3 +113,52 @@ def test_arrow_stream_encoder_writes_one_valid_stream():
     assert table.num_rows == 2 and table.schema == codec.PAIR_SCHEMA
     empty = codec.ArrowStreamEncoder(codec.PAIR_SCHEMA)
     assert pa.ipc.open_stream(empty.take() + empty.close()).read_all().num_rows == 0
+
+
+class _Transport:
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def get_extra_info(self, name):
+        return name
+
+
+def test_coalescing_transport_joins_head_and_body():
+    """A response's head and body leave in one write; a lone small write leaves at the end of
+    the loop's pass; large writes are not held; close sends what is held first."""
+    import asyncio
+
+    from kvio.serve.protocol import HOLD_MAX, CoalescingTransport
+    from kvio.serve.server import http_protocol
+
+    assert http_protocol() == "kvio.serve.protocol:CoalescingHttpToolsProtocol"
+
+    async def run() -> None:
+        real = _Transport()
+        t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert real.writes == []
+        t.write(b"body")
+        assert real.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        t.write(b"chunk")
+        await asyncio.sleep(0)  # the end of the pass
+        assert real.writes[-1] == b"chunk"
+        big = b"x" * (HOLD_MAX + 1)
+        t.write(big)
+        assert real.writes[-1] == big
+        t.write(b"last")
+        t.close()
+        assert real.writes[-1] == b"last" and real.closed
+        assert t.get_extra_info("peername") == "peername"
+
+    asyncio.run(run())
