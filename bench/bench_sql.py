@@ -59,6 +59,11 @@ def data(rows: int) -> pa.Table:
     return pa.table({"key": keys, "value": values})
 
 
+def load_text() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}"
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path):
         self.args = args
@@ -90,12 +95,19 @@ class Bench:
         what()
         return time.perf_counter() - begin
 
-    def median(self, setup: Callable[[], object], what: Callable[[], object]) -> float:
-        times = []
+    def alternating(self, runs: dict[str, tuple[Callable[[], object], Callable[[], object]]]
+                    ) -> dict[str, float]:
+        """Median time of each (setup, timed) pair, the pairs alternating repetition by
+        repetition so that load from other processes (and PostgreSQL's checkpoints) falls on
+        kvio and its reference alike (bench/README.md, "Method")."""
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(self.args.repeat):
-            setup()
-            times.append(self.timed(what))
-        return statistics.median(times)
+            for name, (setup, what) in runs.items():
+                setup()
+                times[name].append(self.timed(what))
+        for name, values in times.items():
+            print(f"  {name}: {', '.join(f'{v:.3f}' for v in values)} s", flush=True)
+        return {name: statistics.median(values) for name, values in times.items()}
 
     def run(self) -> list[dict]:
         n = self.args.rows
@@ -118,12 +130,16 @@ class Bench:
         def clear_store() -> None:
             shutil.rmtree(store, ignore_errors=True)
 
-        t_fetch = self.median(lambda: None, fetch)
-        t_import = self.median(clear_store, lambda: import_table(self.kvs, URL, store, table=source))
-        rows.append(self.row(f"import {n:,} rows from PostgreSQL into a store", n / t_import,
-                             n / t_fetch, "rows/s", ">= 0.7", "ADBC fetch_arrow_table",
-                             "kvio: fetch batches (a thread reads ahead), check order (the heap "
-                             "returns insertion order, sorted here), write, publish"))
+        load = load_text()
+        t = self.alternating({
+            "fetch": (lambda: None, fetch),
+            "import": (clear_store, lambda: import_table(self.kvs, URL, store, table=source))})
+        load += " -> " + load_text()
+        rows.append(self.row(f"import {n:,} rows from PostgreSQL into a store", n / t["import"],
+                             n / t["fetch"], "rows/s", ">= 0.7", "ADBC fetch_arrow_table",
+                             "kvio: fetch 4 MB batches (a thread reads ahead), check order (the "
+                             "heap returns insertion order, sorted here), write, fsync, publish",
+                             load))
 
         # ---- export vs bare ingest ----
         targets: list[str] = []
@@ -148,25 +164,31 @@ class Bench:
                 db.execute(f'ALTER TABLE {name.quoted} ADD PRIMARY KEY ("key")')
                 db.commit()
 
-        t_ingest = self.median(fresh, ingest)
-        t_keyed = self.median(fresh, ingest_keyed)
-        t_export = self.median(fresh, export)
+        load = load_text()
+        t = self.alternating({"ingest": (fresh, ingest), "ingest + key": (fresh, ingest_keyed),
+                              "export": (fresh, export)})
+        load += " -> " + load_text()
         fresh()
-        rows.append(self.row(f"export a {n:,}-pair store into a new PostgreSQL table", n / t_export,
-                             n / t_ingest, "rows/s", ">= 0.8", "ADBC adbc_ingest (no key)",
+        rows.append(self.row(f"export a {n:,}-pair store into a new PostgreSQL table",
+                             n / t["export"], n / t["ingest"], "rows/s", ">= 0.8",
+                             "ADBC adbc_ingest (no key)",
                              "kvio: one transaction, CREATE TABLE, COPY, then ADD PRIMARY KEY "
-                             "(the kvstore shape); the reference builds no key"))
+                             "with maintenance_work_mem raised for the transaction (the kvstore "
+                             "shape); the reference builds no key", load))
         rows.append(self.row(f"export a {n:,}-pair store into a new PostgreSQL table (same shape)",
-                             n / t_export, n / t_keyed, "rows/s", ">= 0.8",
+                             n / t["export"], n / t["ingest + key"], "rows/s", ">= 0.8",
                              "ADBC adbc_ingest + ADD PRIMARY KEY",
-                             "both build the primary key the kvstore shape has"))
+                             "both build the primary key the kvstore shape has (the reference "
+                             "with the server's maintenance_work_mem)", load))
 
         # ---- sync of a 1% change vs a full export ----
         mirror = self.table()
         sync_store(self.kvs, store, URL, mirror)
         changed = n // 100
-        times = []
-        for r in range(self.args.repeat):
+        rounds = iter(range(self.args.repeat))
+
+        def change() -> None:
+            r = next(rounds)
             with self.kvs.update_store(store) as u:
                 for i in range(r, n, 100):
                     key = b"key-%018d" % i
@@ -174,30 +196,34 @@ class Bench:
                         u.delete(key)
                     else:
                         u.set(key, b"round-%d" % r)
-            begin = time.perf_counter()
+
+        def sync() -> None:
             result = sync_store(self.kvs, store, URL, mirror)
-            times.append(time.perf_counter() - begin)
             assert result.method == "incremental", result
-        t_sync = statistics.median(times)
-        t_full = self.median(fresh, export)
+
+        load = load_text()
+        t = self.alternating({"sync": (change, sync), "full export": (fresh, export)})
+        load += " -> " + load_text()
         fresh()
         rows.append(self.row(f"kvio sync of a 1% change ({changed:,} keys: half set, half "
-                             f"deleted) on {n:,} keys", t_sync, t_full, "s", "<= 0.05",
-                             "full export of the store",
-                             "time; incremental path (new layers only)"))
+                             f"deleted) on {n:,} keys", t["sync"], t["full export"], "s",
+                             "<= 0.05", "full export of the store",
+                             "time; incremental path (new layers only); each sync opens its "
+                             "own connection", load))
         return rows
 
     def row(self, what: str, kvio_value: float, reference: float, unit: str, target: str,
-            reference_name: str, note: str) -> dict:
+            reference_name: str, note: str, load: str) -> dict:
         ratio = kvio_value / reference
         op, bound = target.split()
         met = ratio >= float(bound) if op == ">=" else ratio <= float(bound)
         doc = {"measurement": what, "kvio": round(kvio_value, 4), "reference": round(reference, 4),
                "unit": unit, "ratio": round(ratio, 3), "target": target, "met": met,
                "reference_name": reference_name, "repetitions": self.args.repeat,
-               "note": f"median of {self.args.repeat}; {note}"}
+               "load": load, "note": f"median of {self.args.repeat}; {note}"}
         print(f"{what}: kvio {kvio_value:,.3f} {unit}, {reference_name} {reference:,.3f} {unit}, "
-              f"ratio {ratio:.3f} (target {target}: {'met' if met else 'NOT met'})", flush=True)
+              f"ratio {ratio:.3f} (target {target}: {'met' if met else 'NOT met'}; load {load})",
+              flush=True)
         return doc
 
 

@@ -27,6 +27,10 @@ _DRIVERS = {SQLITE: "adbc_driver_sqlite.dbapi", POSTGRESQL: "adbc_driver_postgre
 #: rows per Arrow batch SQLite's driver returns (its default, 1,024, costs a Python round trip
 #: per thousand rows)
 SQLITE_BATCH_ROWS = 65536
+#: bytes per Arrow batch PostgreSQL's driver returns for a streamed query (the driver's
+#: default is 16 MB; smaller batches keep the memory of a batch reused while it streams and let
+#: the store write start sooner)
+PG_BATCH_BYTES = 4 << 20
 
 
 def quote_identifier(name: str) -> str:
@@ -181,6 +185,9 @@ class Database:
             if self.kind == SQLITE:
                 self.cursor.adbc_statement.set_options(
                     **{"adbc.sqlite.query.batch_rows": str(SQLITE_BATCH_ROWS)})
+            elif PG_BATCH_BYTES:
+                self.cursor.adbc_statement.set_options(
+                    **{"adbc.postgresql.batch_size_hint_bytes": str(PG_BATCH_BYTES)})
             self.cursor.execute(sql)
             return self.cursor.fetch_record_batch()
 

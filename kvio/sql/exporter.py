@@ -77,7 +77,7 @@ def write_version(db: Database, reader: Any, table: TableName, mode: str, text: 
         create_kv_table(db, table, text, primary_key=not late_key)
         append_rows(db, table, data)
         if late_key:
-            add_primary_key(db, table)
+            add_primary_key(db, table, count)
         return count, True
     if mode == "create":
         raise KvioError(f"table {table} already exists in {db.url}; export with --mode replace "

@@ -69,7 +69,7 @@ def _checked_batches(db: Database, schema: pa.Schema, reader: Iterator[pa.Record
         yield normalize_batch(batch, key_col, value_col, source)
 
 
-_PREFETCH = 2  # driver batches read ahead of the sort (each a few MB)
+_PREFETCH = 4  # driver batches read ahead of the sort (each about db.PG_BATCH_BYTES)
 
 
 def _prefetched(reader: pa.RecordBatchReader) -> Generator[pa.RecordBatch, None, None]:

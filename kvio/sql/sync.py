@@ -30,7 +30,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import versions
 from ..errors import KvioError
@@ -46,8 +48,11 @@ from .url import POSTGRESQL
 __all__ = ["SyncResult", "SyncState", "sync_store", "new_layers", "STATE_TABLE"]
 
 STATE_TABLE = "kvio_sync_state"
-#: keys looked up in the new version at a time (the memory of an incremental sync)
+#: changed keys applied at a time (one temporary table, one DELETE and one upsert each)
 _CHUNK = 16384
+#: new layers up to this many bytes (partition file sizes) are merged in memory with Arrow
+#: kernels; larger ones stream through a k-way merge, one partition batch per layer in memory
+IN_MEMORY_LAYER_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -194,29 +199,74 @@ def _layer_rows(source: Any, layers: list[PartitionEntry]) -> Iterator[tuple[byt
         cache.close()
 
 
-def _changes(source: Any, layers: list[PartitionEntry], text: bool,
-             store: str) -> Iterator[tuple[pa.RecordBatch, int, int]]:
-    """The change in chunks: batches of (key, value) where a null value deletes the key, with
-    the numbers of upserts and deletes in each."""
+def _layer_table(source: Any, layers: list[PartitionEntry]) -> pa.Table:
+    """What :func:`_layer_rows` yields, as one Arrow table (``key``, ``value``; a null value
+    deletes the key), computed with Arrow kernels instead of a Python merge: every row of the
+    layers is read (the layers are small: see :data:`IN_MEMORY_LAYER_BYTES`), sorted by key and
+    then by layer, highest first, and the first row of each key kept."""
+    cache = PartitionCache(source.io, source.version, source.conf)
+    try:
+        keys, values, priorities = [], [], []
+        for priority, entry in enumerate(layers):
+            if not entry.count:
+                continue
+            for batch in cache.get(entry).iter_batches():
+                n = batch.num_rows
+                keys.append(batch.column(0).cast(pa.large_binary()))
+                values.append(pa.nulls(n, pa.large_binary()) if entry.tombstones
+                              else batch.column(1).cast(pa.large_binary()))
+                priorities.append(pa.array(np.full(n, priority, dtype=np.int32)))
+    finally:
+        cache.close()
+    if not keys:
+        return pa.table({KEY: pa.array([], pa.large_binary()),
+                         VALUE: pa.array([], pa.large_binary())})
+    rows = pa.table({KEY: pa.concat_arrays(keys), VALUE: pa.concat_arrays(values),
+                     "layer": pa.concat_arrays(priorities)})
+    rows = rows.take(pc.sort_indices(rows, [(KEY, "ascending"), ("layer", "descending")]))
+    sorted_keys = rows.column(KEY)
+    if rows.num_rows > 1:  # the first row of each run of equal keys is the highest layer's
+        first = pc.not_equal(sorted_keys.slice(1), sorted_keys.slice(0, rows.num_rows - 1))
+        rows = rows.filter(pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
+    return rows.select([KEY, VALUE])
+
+
+def _row_chunks(source: Any, layers: list[PartitionEntry]) -> Iterator[tuple[pa.Array, pa.Array]]:
+    """The change as (keys, values) arrays of at most :data:`_CHUNK` rows, in key order: with
+    Arrow kernels when the layers are small, else streamed from the k-way merge."""
+    if sum(entry.size for entry in layers) <= IN_MEMORY_LAYER_BYTES:
+        merged = _layer_table(source, layers)
+        for start in range(0, merged.num_rows, _CHUNK):
+            piece = merged.slice(start, _CHUNK)
+            yield piece.column(KEY).combine_chunks(), piece.column(VALUE).combine_chunks()
+        return
     rows = _layer_rows(source, layers)
-    kind = pa.string() if text else pa.binary()
-    schema = pa.schema([pa.field(KEY, kind, nullable=False), pa.field(VALUE, kind)])
     while True:
         chunk = list(itertools.islice(rows, _CHUNK))
         if not chunk:
             return
-        keys = pa.array([k for k, _ in chunk], pa.binary())
-        values = pa.array([v for _, v in chunk], pa.binary())
+        yield (pa.array([k for k, _ in chunk], pa.large_binary()),
+               pa.array([v for _, v in chunk], pa.large_binary()))
+
+
+def _changes(source: Any, layers: list[PartitionEntry], text: bool,
+             store: str) -> Iterator[tuple[pa.RecordBatch, int, int]]:
+    """The change in chunks: batches of (key, value) where a null value deletes the key, with
+    the numbers of upserts and deletes in each."""
+    kind = pa.string() if text else pa.binary()
+    schema = pa.schema([pa.field(KEY, kind, nullable=False), pa.field(VALUE, kind)])
+    for keys, values in _row_chunks(source, layers):
         columns = []
         for what, col in ((KEY, keys), (VALUE, values)):
             try:
                 columns.append(col.cast(kind))
             except pa.ArrowInvalid:
-                bad = next(k for k, v in chunk if not _utf8(k if what == KEY else v))
+                bad = next(k for k, v in zip(keys.to_pylist(), values.to_pylist(), strict=True)
+                           if not _utf8(k if what == KEY else v))
                 raise KvioError(f"{what} is not valid UTF-8, so it cannot go into a text "
                                 "table; sync without --text", store=store, key=bad) from None
         deletes = values.null_count
-        yield pa.record_batch(columns, schema=schema), len(chunk) - deletes, deletes
+        yield pa.record_batch(columns, schema=schema), len(keys) - deletes, deletes
 
 
 def _utf8(data: bytes | None) -> bool:

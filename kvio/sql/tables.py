@@ -86,8 +86,31 @@ def create_kv_table(db: Database, table: TableName, text: bool, primary_key: boo
                table=table, doing="cannot create")
 
 
-def add_primary_key(db: Database, table: TableName) -> None:
-    """Declare ``key`` the primary key of a table created without one (PostgreSQL)."""
+#: bytes of ``maintenance_work_mem`` asked for per row of an index build (PostgreSQL's sort
+#: takes about 80 bytes a row for short keys; a parallel build splits the memory between the
+#: leader and its workers)
+SORT_BYTES_PER_ROW = 256
+#: the most ``maintenance_work_mem`` an export asks for
+SORT_BYTES_MAX = 1 << 30
+
+
+def add_primary_key(db: Database, table: TableName, rows: int | None = None) -> None:
+    """Declare ``key`` the primary key of a table created without one (PostgreSQL).
+
+    Args:
+        db: the database (current transaction).
+        table: the table.
+        rows: rows in the table, if known: ``maintenance_work_mem`` is raised for this
+            transaction only (``set_config(..., true)``, i.e. ``SET LOCAL``) to about
+            :data:`SORT_BYTES_PER_ROW` a row, at most :data:`SORT_BYTES_MAX` and never below
+            the server's setting, so that the index build sorts in memory instead of
+            spilling runs to disk.
+    """
+    if rows:
+        want_kb = min(SORT_BYTES_MAX, rows * SORT_BYTES_PER_ROW) // 1024
+        db.rows("SELECT set_config('maintenance_work_mem', GREATEST((SELECT setting::bigint FROM "
+                "pg_settings WHERE name = 'maintenance_work_mem'), $1::bigint)::text || 'kB', "
+                "true)", [want_kb], table=table, doing="cannot size the index build of")
     db.execute(f"ALTER TABLE {table.quoted} ADD PRIMARY KEY ({_K})", table=table,
                doing="cannot add the primary key to")
 

@@ -221,3 +221,47 @@ def test_text_and_bytes_tables_are_not_mixed(database, tmp_path):
         export_store(kvs, uri, database.url, blobs, mode="replace", text=True)
     export_store(kvs, uri, database.url, texts, mode="replace", text=True)
     assert database.rows(texts) == database.rows(blobs) == {b"a": b"1"}
+
+
+def test_import_streams_postgresql_in_small_batches(postgres, tmp_path, monkeypatch):
+    """The driver is asked for batches of db.PG_BATCH_BYTES: a table several batches long
+    arrives whole, in order, and the sorted path needs no sort."""
+    from kvio.sql import db as db_module
+
+    monkeypatch.setattr(db_module, "PG_BATCH_BYTES", 64 << 10)
+    n = 20_000
+    rows = [(b"k%08d" % i, b"v" * 40) for i in range(n)]
+    table = postgres.table()
+    load_table(postgres, table, rows)
+    with connect(postgres.url) as db:
+        reader = db.batches(f'SELECT "key", "value" FROM "{table}"')
+        sizes = [batch.num_rows for batch in reader]
+    assert len(sizes) > 5 and sum(sizes) == n
+    kvs = kvio.KeyValueSystem()
+    result = import_table(kvs, postgres.url, str(tmp_path / "s"), table=table)
+    assert result.rows == n and result.input_sorted
+    assert store_dict(kvs, str(tmp_path / "s")) == dict(rows)
+
+
+def test_primary_key_build_memory_is_raised_for_the_transaction_only(postgres):
+    """add_primary_key(rows=...) raises maintenance_work_mem with SET LOCAL semantics: never
+    below the server's setting, at most SORT_BYTES_MAX, gone after the commit."""
+    from kvio.sql.tables import SORT_BYTES_MAX, add_primary_key, create_kv_table
+
+    def setting_kb(db):
+        return int(db.rows("SELECT setting::bigint FROM pg_settings "
+                           "WHERE name = 'maintenance_work_mem'")[0][0])
+
+    with connect(postgres.url) as db:
+        server_kb = setting_kb(db)
+        db.commit()
+        for rows, expected_kb in ((10, server_kb), (10**9, max(server_kb, SORT_BYTES_MAX // 1024))):
+            name = parse_table_name(postgres.table())
+            create_kv_table(db, name, text=False, primary_key=False)
+            add_primary_key(db, name, rows)
+            assert setting_kb(db) == expected_kb
+            db.commit()
+            assert setting_kb(db) == server_kb
+            db.commit()
+            assert db.rows("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) "
+                           "AND indisprimary", [name.quoted])[0][0] == 1

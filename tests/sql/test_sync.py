@@ -197,3 +197,57 @@ def test_rollback_takes_the_full_path(database, tmp_path):
     result = sync_store(kvs, uri, database.url, table)
     assert result.method == "replace"
     assert database.rows(table) == {b"a": b"1", b"b": b"2"} == current(kvs, uri)
+
+
+def _layer_change(kvs, uri, base_version, path):
+    """The change an incremental sync computes above ``base_version``, by the given path."""
+    from kvio import versions
+    from kvio.sql import sync as sync_module
+
+    with kvs.open_store(uri) as reader:
+        old = versions.load_manifest(reader.io, base_version)
+        layers = sync_module.new_layers(old, reader.manifest)
+        assert layers
+        if path == "arrow":
+            table = sync_module._layer_table(reader, layers)
+            return list(zip(table.column("key").to_pylist(), table.column("value").to_pylist(),
+                            strict=True))
+        return list(sync_module._layer_rows(reader, layers))
+
+
+def test_layer_merge_in_arrow_equals_the_streamed_merge(tmp_path):
+    # Small layers are merged with Arrow kernels, large ones by the streamed k-way merge: both
+    # give every key of the layers once, in key order, with the highest layer's value or None.
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    rng = random.Random(7)
+    make(kvs, uri, {b"k%04d" % i: b"base" for i in range(0, 3000, 3)})
+    with kvs.open_store(uri) as reader:
+        base = reader.version
+    for round_ in range(6):
+        keys = rng.sample([b"k%04d" % i for i in range(3000)] + [b"", b"\x00", b"\xff\xff"], 400)
+        update(kvs, uri, sets=[(k, b"r%d" % round_ + k) for k in keys[:250]],
+               deletes=keys[250:])
+    arrow = _layer_change(kvs, uri, base, "arrow")
+    streamed = _layer_change(kvs, uri, base, "streamed")
+    assert arrow == streamed
+    assert [k for k, _ in arrow] == sorted({k for k, _ in arrow})
+    assert any(v is None for _, v in arrow) and any(v is not None for _, v in arrow)
+
+
+def test_large_layers_stream_through_the_k_way_merge(database, tmp_path, monkeypatch):
+    from kvio.sql import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "IN_MEMORY_LAYER_BYTES", 0)  # every change streams
+    monkeypatch.setattr(sync_module, "_CHUNK", 100)
+    kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+    uri = str(tmp_path / "s")
+    make(kvs, uri, {b"k%04d" % i: b"v" for i in range(1000)})
+    table = database.table()
+    sync_store(kvs, uri, database.url, table)
+    update(kvs, uri, sets=[(b"k%04d" % i, b"new") for i in range(0, 1000, 3)],
+           deletes=[b"k%04d" % i for i in range(1, 1000, 3)])
+    update(kvs, uri, sets=[(b"k0001", b"again")], deletes=[b"k0000"])
+    result = sync_store(kvs, uri, database.url, table)
+    assert result.method == "incremental"
+    assert database.rows(table) == current(kvs, uri)
