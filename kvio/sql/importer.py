@@ -69,7 +69,11 @@ def _checked_batches(db: Database, schema: pa.Schema, reader: Iterator[pa.Record
         yield normalize_batch(batch, key_col, value_col, source)
 
 
-_PREFETCH = 4  # driver batches read ahead of the sort (each about db.PG_BATCH_BYTES)
+_PREFETCH = 2  # driver batches read ahead of the sort (each up to 16 MB)
+#: partitions of an import from a database are cut at this size (or at kvio.partition.size.max
+#: when that is smaller): each finished partition's hash index build and fsync then overlap the
+#: rest of the stream, instead of a single partition's all waiting for the last row
+IMPORT_PARTITION_BYTES = 64 << 20
 
 
 def _prefetched(reader: pa.RecordBatchReader) -> Generator[pa.RecordBatch, None, None]:
@@ -119,7 +123,9 @@ def import_table(kvs: KeyValueSystem, db_url: str, store_uri: str, *, table: str
     """Build a store version from a table or a query.
 
     The driver streams Arrow batches; kvio sorts them with bounded memory
-    (``kvio.sort.memory``, spilling to ``kvio.sort.spill.dir``) and publishes one version.
+    (``kvio.sort.memory``, spilling to ``kvio.sort.spill.dir``) and publishes one version,
+    in partitions of at most :data:`IMPORT_PARTITION_BYTES` (or ``kvio.partition.size.max``
+    when smaller), written while the rows arrive.
 
     Args:
         kvs: settings and storage options.
@@ -155,6 +161,10 @@ def import_table(kvs: KeyValueSystem, db_url: str, store_uri: str, *, table: str
     else:
         assert query is not None
         sql, source = query, "the query"
+    if kvs.conf.partition_size_max > IMPORT_PARTITION_BYTES:
+        kvs = KeyValueSystem(conf={**kvs.conf_overrides,
+                                   "kvio.partition.size.max": str(IMPORT_PARTITION_BYTES)},
+                             storage_options=kvs.storage_options)
     with connect(db_url) as db:
         reader = db.batches(sql, table=table, doing="cannot read")
         source = f"{source} in {db.url}"

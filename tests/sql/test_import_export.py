@@ -265,3 +265,25 @@ def test_primary_key_build_memory_is_raised_for_the_transaction_only(postgres):
             db.commit()
             assert db.rows("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) "
                            "AND indisprimary", [name.quoted])[0][0] == 1
+
+
+def test_import_cuts_partitions_while_rows_arrive(database, tmp_path, monkeypatch):
+    """An import from a database writes partitions of at most IMPORT_PARTITION_BYTES (each
+    finished while the rest streams), or of kvio.partition.size.max when that is smaller; the
+    store holds the same pairs either way."""
+    from kvio.sql import importer
+
+    monkeypatch.setattr(importer, "IMPORT_PARTITION_BYTES", 256 << 10)
+    rows = [(b"k%07d" % i, b"v" * 100) for i in range(10_000)]  # about 1.3 MB
+    table = database.table()
+    load_table(database, table, rows)
+    for conf, most in (({}, 256 << 10), ({"kvio.partition.size.max": "128KB"}, 128 << 10)):
+        kvs = kvio.KeyValueSystem(conf=conf)
+        uri = str(tmp_path / f"s{most}")
+        result = import_table(kvs, database.url, uri, table=table)
+        assert result.rows == len(rows)
+        assert store_dict(kvs, uri) == dict(rows)
+        with kvs.open_store(uri) as reader:
+            parts = reader.manifest.partitions
+            assert len(parts) > 1 and reader.manifest.disjoint
+            assert all(p.size <= most for p in parts)
