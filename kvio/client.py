@@ -2,9 +2,10 @@
 
 ``kvio.connect("http://host:8470", "users")`` has the read API of an in-process reader (get,
 ``[]``, ``in``, get_many, items/keys/values with start/stop/prefix, len, version, info, close),
-so code moves between in-process and remote stores unchanged. Only the standard library's
-http.client is used: one keep-alive connection per thread (a get is one request on it), a fresh
-connection per scan (a scan streams while other calls go on).
+so code moves between in-process and remote stores unchanged. Only the standard library is
+used: one keep-alive connection per thread (:mod:`kvio.http1`: a get is one ``sendall`` and a
+few ``recv`` calls on it), a fresh ``http.client`` connection per scan (a scan streams while
+other calls go on).
 
 With ``cache_bytes`` the client keeps a near cache (:mod:`kvio.near_cache`) keyed by
 ``(store, version, key)``. The version comes from the ``Kvio-Version`` header of the server's
@@ -27,6 +28,7 @@ from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import pyarrow as pa
 
+from . import http1
 from .config import Config
 from .errors import (
     CorruptStoreError,
@@ -41,33 +43,26 @@ from .reader import _key
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 VERSION_HEADER = "Kvio-Version"
+_VERSION_KEY = VERSION_HEADER.lower()
 _MISSING: Any = object()
-#: errors of a keep-alive connection the server closed meanwhile: the request is sent again once
-_STALE = (http.client.RemoteDisconnected, http.client.CannotSendRequest, ConnectionResetError,
-          BrokenPipeError)
 
 
 def _pct(key: bytes) -> str:
     return quote_from_bytes(key, safe="")
 
 
-def _no_delay(conn: http.client.HTTPConnection) -> None:
-    """Turn Nagle's algorithm off: http.client sends a body of 2,000 bytes or more in a second
-    ``send`` after the head, which Nagle then holds until the server acknowledges the head (a
-    delayed acknowledgement: about a millisecond per batch get on loopback, more elsewhere)."""
-    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _ScanConnection(http.client.HTTPConnection):
+    """http.client for streamed scans, with Nagle's algorithm off."""
 
-
-class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         super().connect()
-        _no_delay(self)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _SecureConnection(http.client.HTTPSConnection):
+class _SecureScanConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         super().connect()
-        _no_delay(self)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class RemoteStore(GetMapping):
@@ -94,7 +89,7 @@ class RemoteStore(GetMapping):
         self.interval = Config(conf).follow_interval
         self._cache = NearCache(cache_bytes) if cache_bytes else None
         self._local = threading.local()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._connections: list[http1.Connection] = []
         self._lock = threading.Lock()
         self._version: str | None = None
         self._confirmed = float("-inf")  # monotonic time the server last named self._version
@@ -107,15 +102,17 @@ class RemoteStore(GetMapping):
 
     # ---- HTTP -------------------------------------------------------------------------------
     def _new_connection(self) -> http.client.HTTPConnection:
-        cls = _SecureConnection if self._https else _Connection
+        """A connection of its own for one scan (a streamed answer)."""
+        cls = _SecureScanConnection if self._https else _ScanConnection
         return cls(self._host, self._port, timeout=self._timeout)
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> http1.Connection:
         if self.closed:
             raise ReaderClosedError("the remote store was closed", store=self.uri)
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._new_connection()
+            conn = self._local.conn = http1.Connection(self._host, self._port, self._https,
+                                                       self._timeout)
             with self._lock:
                 self._connections.append(conn)
         return conn
@@ -125,21 +122,20 @@ class RemoteStore(GetMapping):
                          f"{type(exc).__name__}: {exc}", store=self.uri)
 
     def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse,
-                                                                  bytes]:
-        """One request on this thread's connection: (status, response, body)."""
+                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One request on this thread's keep-alive connection: (status, headers with lower-case
+        names, body). A connection the server closed meanwhile is reopened and the request sent
+        once more (every request here only reads)."""
         all_headers = {**self._headers, **(headers or {})}
         for attempt in (0, 1):
             conn = self._connection()
             try:
-                conn.request(method, path, body=body, headers=all_headers)
-                resp = conn.getresponse()
-                return resp.status, resp, resp.read()
-            except _STALE as exc:
+                return conn.request(method, path, all_headers, body)
+            except http1.StaleConnection as exc:
                 conn.close()  # reconnects on the next request
                 if attempt:
                     raise self._unreachable(exc) from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http1.ProtocolError) as exc:
                 conn.close()
                 raise self._unreachable(exc) from None
         raise AssertionError("unreachable")
@@ -183,7 +179,7 @@ class RemoteStore(GetMapping):
             StoreNotFoundError: the server serves no such store.
             KvioError: the server cannot be reached or failed.
         """
-        status, resp, body = self._request("GET", self._base)
+        status, _, body = self._request("GET", self._base)
         if status != 200:
             raise self._error(status, body)
         info: dict[str, Any] = json.loads(body)
@@ -222,8 +218,8 @@ class RemoteStore(GetMapping):
     # ---- point lookups ------------------------------------------------------------------------
     def _fetch(self, key: bytes) -> Any:
         """The value of ``key`` from the server (None if absent), filed in the near cache."""
-        status, resp, body = self._request("GET", f"{self._base}/keys/{_pct(key)}")
-        version = resp.getheader(VERSION_HEADER)
+        status, headers, body = self._request("GET", f"{self._base}/keys/{_pct(key)}")
+        version = headers.get(_VERSION_KEY)
         if status == 200:
             value: bytes | None = body
         elif status == 404 and version is not None:  # key_not_found (carries the version)
@@ -288,7 +284,7 @@ class RemoteStore(GetMapping):
             table = pa.table({"key": pa.array(keys, type=pa.binary())})
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
-            status, resp, body = self._request("POST", f"{self._base}/get",
+            status, headers, body = self._request("POST", f"{self._base}/get",
                                                sink.getvalue().to_pybytes(),
                                                {"Content-Type": ARROW_STREAM})
             if status != 200:
@@ -300,12 +296,12 @@ class RemoteStore(GetMapping):
             listed = '","'.join([b2a(k, newline=False).decode("ascii") for k in keys])
             doc = f'{{"keys":["{listed}"],"encoding":"base64"}}' if keys else \
                 '{"keys":[],"encoding":"base64"}'
-            status, resp, body = self._request("POST", f"{self._base}/get", doc.encode(),
+            status, headers, body = self._request("POST", f"{self._base}/get", doc.encode(),
                                                {"Content-Type": "application/json"})
             if status != 200:
                 raise self._error(status, body)
             values = [None if v is None else a2b(v) for v in json.loads(body)["values"]]
-        version = str(resp.getheader(VERSION_HEADER))
+        version = str(headers.get(_VERSION_KEY))
         self._seen(version)
         if self._cache is not None:
             for key, value in zip(keys, values, strict=True):
