@@ -287,3 +287,30 @@ def test_import_cuts_partitions_while_rows_arrive(database, tmp_path, monkeypatc
             parts = reader.manifest.partitions
             assert len(parts) > 1 and reader.manifest.disjoint
             assert all(p.size <= most for p in parts)
+
+
+def test_export_joins_store_blocks_into_larger_batches(database, tmp_path, monkeypatch):
+    """The store's per-block batches reach the driver joined into batches of about
+    COALESCE_BYTES: every pair once, in key order; a bad UTF-8 value inside a joined batch is
+    still named by its own key."""
+    from kvio.sql import tables
+
+    monkeypatch.setattr(tables, "COALESCE_BYTES", 20_000)
+    kvs = kvio.KeyValueSystem(conf={"kvio.block.size": "1KB"})
+    pairs = {b"k%05d" % i: b"v%d" % i * 20 for i in range(3000)}
+    write_store(kvs, str(tmp_path / "s"), pairs)
+    with kvs.open_store(str(tmp_path / "s")) as reader:
+        blocks = sum(1 for _ in reader.batches())
+        joined = list(tables.as_table_batches(reader.batches(), False, reader.uri))
+    assert 1 < len(joined) < blocks / 5
+    assert [k for b in joined for k in b.column(0).to_pylist()] == sorted(pairs)
+    table = database.table()
+    export_store(kvs, str(tmp_path / "s"), database.url, table)
+    assert database.rows(table) == pairs
+
+    bad = dict(pairs)
+    bad[b"k01500"] = b"\xff"
+    write_store(kvs, str(tmp_path / "bad"), bad)
+    with pytest.raises(KvioError, match="not valid UTF-8") as info:
+        export_store(kvs, str(tmp_path / "bad"), database.url, database.table(), text=True)
+    assert info.value.key == b"k01500"
