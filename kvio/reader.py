@@ -289,13 +289,14 @@ class StoreReader(GetMapping):
             pending = [p for p in pending if p not in found]
         return out
 
-    def get_many_array(self, keys: list[bytes]) -> pa.Array:
+    def get_many_array(self, keys: list[bytes], key_array: pa.Array | None = None) -> pa.Array:
         """:meth:`get_many` as one ``large_binary`` Arrow array, null for an absent key (what
         ``kvio serve`` answers in Arrow): a store of one partition without tombstones, the
         common case, gathers the values from the map without a Python object per value.
 
         Args:
             keys: the keys, a list of ``bytes``.
+            key_array: the same keys as a ``large_binary`` Arrow array, if the caller has one.
 
         Raises:
             InvalidArgumentError: a key is not bytes-like.
@@ -306,7 +307,7 @@ class StoreReader(GetMapping):
         if len(order) == 1:
             only = self._partition(order[0])
             if not only.tombstones:
-                return only.get_many_array(keys)
+                return only.get_many_array(keys, key_array)
         return pa.array(self.get_many(keys), type=pa.large_binary())
 
     def __len__(self) -> int:

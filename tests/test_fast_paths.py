@@ -184,6 +184,8 @@ def test_get_many_array_with_colliding_hashes(weak_hash, codec):
         got = reader.get_many_array(asked)
         assert got.type == pa.large_binary()
         assert got.to_pylist() == [model.get(k) for k in asked]
+        with_array = reader.get_many_array(asked, pa.array(asked, pa.large_binary()))
+        assert with_array.to_pylist() == got.to_pylist()
         for small in (asked[:5], asked[:200], []):  # the loop and the vectorised path
             assert reader.get_many_array(small).to_pylist() == [model.get(k) for k in small]
 

@@ -140,6 +140,7 @@ class PartitionReader:
         self._page_ok_bytes = self._page_ok.data.cast("B")  # same flags, fast to index
         self._pages_verified = 0
         self._block_ok = np.zeros(nb, dtype=bool)
+        self._all_blocks_ok = False  # (flat files only: their verified blocks are never evicted)
         self._codec = None if self.codec == "none" else pa.Codec(self.codec)
         self._mapped = source.mapped
         self._flat = self._mapped and self._codec is None  # blocks read in place from the map
@@ -346,6 +347,7 @@ class PartitionReader:
 
     def _evicted(self, b: int) -> None:
         self._block_ok[b] = False
+        self._all_blocks_ok = False
 
     def _load_block(self, b: int, stored: Any = None) -> tuple:
         """Verify and decode block ``b`` (its stored bytes read now, or ``stored`` when a scan
@@ -575,13 +577,15 @@ class PartitionReader:
             out[i] = get(keys[i], default)
         return out
 
-    def get_many_array(self, keys: list[bytes]) -> pa.Array:
+    def get_many_array(self, keys: list[bytes], key_array: pa.Array | None = None) -> pa.Array:
         """The values of many keys as one ``large_binary`` Arrow array in input order, null for
         an absent key: :meth:`get_many` without a Python object per value (on an uncompressed
         mapped file the values are copied from the map by Arrow and never become ``bytes``).
 
         Args:
             keys: the keys, a list of ``bytes``.
+            key_array: the same keys as a ``large_binary`` Arrow array, if the caller has one
+                (the stored keys are compared with it without converting ``keys`` again).
 
         Returns:
             The values (a tombstone file answers as :meth:`get_many` would, so use this on
@@ -599,7 +603,7 @@ class PartitionReader:
         fidx, rows, unresolved = self._probe(keys)
         where = np.full(n, -1, dtype=np.int64)
         if fidx.size:
-            fidx, values, same = self._gather_found(keys, fidx, rows)
+            fidx, values, same = self._gather_found(keys, fidx, rows, key_array)
             where[fidx] = np.arange(len(fidx), dtype=np.int64)
             if not same.all():
                 unresolved = np.concatenate([unresolved, fidx[~same]])
@@ -615,8 +619,8 @@ class PartitionReader:
         # A null index takes a null: the absent keys.
         return values.take(pa.array(where, mask=where < 0))
 
-    def _gather_found(self, keys: list[bytes], fidx: np.ndarray,
-                      rows: np.ndarray) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    def _gather_found(self, keys: list[bytes], fidx: np.ndarray, rows: np.ndarray,
+                      key_array: pa.Array | None = None) -> tuple[np.ndarray, pa.Array, np.ndarray]:
         """For keys whose hash the index found (uncompressed mapped files): the stored keys
         and values of their rows gathered from the map by Arrow.
 
@@ -631,7 +635,9 @@ class PartitionReader:
         rows = rows[order].astype(np.int64)
         fidx = fidx[order]
         blocks = np.searchsorted(self._first_rows_np, rows, side="right") - 1
-        self._ensure(blocks, self._block_ok, self._load_block)
+        if not self._all_blocks_ok:
+            self._ensure(blocks, self._block_ok, self._load_block)
+            self._all_blocks_ok = bool(self._block_ok.all())
         words = self._u64
         # The positions of each row's offsets and data, as in _load_block's ``hot``.
         first = self._first_rows_np[blocks]
@@ -657,7 +663,10 @@ class PartitionReader:
             expand = pa.array(np.cumsum(unique) - 1)
             stored_keys = self._gather(ks[unique], ke[unique]).take(expand)
             stored_values = self._gather(vs[unique], ve[unique]).take(expand)
-        asked = pa.array([keys[i] for i in fidx.tolist()], pa.large_binary())
+        if key_array is not None and key_array.type == pa.large_binary():
+            asked = key_array.take(pa.array(fidx))
+        else:
+            asked = pa.array([keys[i] for i in fidx.tolist()], pa.large_binary())
         same = pc.equal(stored_keys, asked).to_numpy(zero_copy_only=False)
         return fidx, stored_values, same
 

@@ -285,9 +285,9 @@ class Api:
         body = await _read_body(content_length, chunks, self.conf.serve_body_max)
         if kind == JSON:
             keys, encoding = self._json_keys(body)
-            column = None
+            column = key_array = None
         else:
-            column, keys = codec.read_arrow_keys(body)
+            column, keys, key_array = codec.read_arrow_keys(body)
             encoding = None
         limit = self.conf.serve_batch_max_keys
         if len(keys) > limit:
@@ -296,7 +296,8 @@ class Api:
         loader = self.read_through.get(store.name)
         if column is not None and loader is None:
             # Arrow in, Arrow out: the values stay an Arrow array from the map to the answer.
-            version, array = await store.call(lambda reader: reader.get_many_array(keys))
+            version, array = await store.call(
+                lambda reader: reader.get_many_array(keys, key_array))
             absent = array.null_count
             self.metrics.keys_served(store.name, len(array) - absent, absent)
             table = pa.Table.from_arrays([column, array], names=["key", "value"])

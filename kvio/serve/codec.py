@@ -201,14 +201,14 @@ def ndjson_lines(keys: list[bytes], values: list[bytes], encoding: str) -> bytes
     return "".join(lines).encode("utf-8")
 
 
-def read_arrow_keys(body: bytes) -> tuple[pa.Array, list[bytes]]:
+def read_arrow_keys(body: bytes) -> tuple[pa.Array, list[bytes], pa.Array]:
     """The ``key`` column of an Arrow IPC stream (binary or string, no nulls).
 
     Args:
         body: the request body.
 
     Returns:
-        The column as sent (one array) and its values as bytes.
+        The column as sent (one array), its values as bytes, and as a large_binary array.
 
     Raises:
         ApiError: 400 ``bad_arrow`` for a body that is not an Arrow IPC stream, has no ``key``
@@ -228,8 +228,8 @@ def read_arrow_keys(body: bytes) -> tuple[pa.Array, list[bytes]]:
     if column.null_count:
         raise ApiError(400, "bad_arrow", f"the \"key\" column has {column.null_count} null(s)")
     array = column.combine_chunks()
-    keys = array.cast(pa.large_binary()).to_pylist()
-    return array, keys
+    large = array.cast(pa.large_binary())
+    return array, large.to_pylist(), large
 
 
 class ArrowStreamEncoder:
