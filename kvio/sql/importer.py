@@ -69,7 +69,7 @@ def _checked_batches(db: Database, schema: pa.Schema, reader: Iterator[pa.Record
         yield normalize_batch(batch, key_col, value_col, source)
 
 
-_PREFETCH = 2  # driver batches read ahead of the sort (each up to 16 MB)
+_PREFETCH = 3  # driver batches read ahead of the sort (each about db.PG_BATCH_BYTES)
 #: partitions of an import from a database are cut at this size (or at kvio.partition.size.max
 #: when that is smaller): each finished partition's hash index build and fsync then overlap the
 #: rest of the stream, instead of a single partition's all waiting for the last row
