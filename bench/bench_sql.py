@@ -10,8 +10,10 @@ measured in the same run:
 
     .venv/bin/python bench/bench_sql.py [--rows 1000000] [--repeat 3] [--quick] [--json-out PATH]
 
-Rows have 22-byte keys and 100-byte random values. Every table the script creates has a random
-name and is dropped at the end (also on failure); the stores live in a temp dir.
+Rows have 22-byte keys and 100-byte random values. kvio and its reference alternate repetition
+by repetition (the export's after an untimed CHECKPOINT each, when the user may run one), and
+every row records the load average. Every table the script creates has a random name and is
+dropped at the end (also on failure); the stores live in a temp dir.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kvio  # noqa: E402
+from kvio.errors import KvioError  # noqa: E402
 from kvio.sql import connect, export_store, import_table, parse_table_name, sync_store  # noqa: E402
 from kvio.sql.sync import STATE_TABLE  # noqa: E402
 
@@ -70,6 +73,7 @@ class Bench:
         self.tmp = tmp
         self.tables: list[str] = []
         self.kvs = kvio.KeyValueSystem(conf=NO_COMPACT)
+        self.can_checkpoint = True
 
     def table(self) -> str:
         name = f"kvbench_{uuid.uuid4().hex[:10]}"
@@ -90,20 +94,37 @@ class Bench:
                            f"({db.placeholders(len(self.tables))})", self.tables)
             db.commit()
 
+    def checkpoint(self) -> None:
+        """An untimed CHECKPOINT (the export section, before each repetition): each 1M-row
+        load writes ~200 MB of WAL, so otherwise a checkpoint forced by one repetition
+        (max_wal_size) lands on whichever comes next. Not before syncs: right after a
+        checkpoint every page a sync changes is first written whole to the WAL, the worst case
+        rather than the usual one. Needs superuser or pg_checkpoint; skipped without."""
+        if not self.can_checkpoint:
+            return
+        try:
+            with connect(URL) as db:
+                db.execute("CHECKPOINT")
+        except KvioError:
+            self.can_checkpoint = False
+            print("  (no CHECKPOINT privilege: repetitions run without one)", flush=True)
+
     def timed(self, what: Callable[[], object]) -> float:
         begin = time.perf_counter()
         what()
         return time.perf_counter() - begin
 
-    def alternating(self, runs: dict[str, tuple[Callable[[], object], Callable[[], object]]]
-                    ) -> dict[str, float]:
+    def alternating(self, runs: dict[str, tuple[Callable[[], object], Callable[[], object]]],
+                    checkpoint: bool = False) -> dict[str, float]:
         """Median time of each (setup, timed) pair, the pairs alternating repetition by
-        repetition so that load from other processes (and PostgreSQL's checkpoints) falls on
-        kvio and its reference alike (bench/README.md, "Method")."""
+        repetition so that load from other processes falls on kvio and its reference alike
+        (bench/README.md, "Method"); with ``checkpoint``, each after an untimed CHECKPOINT."""
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(self.args.repeat):
             for name, (setup, what) in runs.items():
                 setup()
+                if checkpoint:
+                    self.checkpoint()
                 times[name].append(self.timed(what))
         for name, values in times.items():
             print(f"  {name}: {', '.join(f'{v:.3f}' for v in values)} s", flush=True)
@@ -137,7 +158,7 @@ class Bench:
         load += " -> " + load_text()
         rows.append(self.row(f"import {n:,} rows from PostgreSQL into a store", n / t["import"],
                              n / t["fetch"], "rows/s", ">= 0.7", "ADBC fetch_arrow_table",
-                             "kvio: fetch 4 MB batches (a thread reads ahead), check order (the "
+                             "kvio: fetch 8 MB batches (a thread reads ahead), check order (the "
                              "heap returns insertion order, sorted here), write, fsync, publish",
                              load))
 
@@ -166,7 +187,7 @@ class Bench:
 
         load = load_text()
         t = self.alternating({"ingest": (fresh, ingest), "ingest + key": (fresh, ingest_keyed),
-                              "export": (fresh, export)})
+                              "export": (fresh, export)}, checkpoint=True)
         load += " -> " + load_text()
         fresh()
         rows.append(self.row(f"export a {n:,}-pair store into a new PostgreSQL table",

@@ -71,7 +71,8 @@ def row_from_json(doc: dict[str, Any], section: str) -> Row:
     extra = {k: v for k, v in doc.items() if k not in Row.__dataclass_fields__}
     return Row(**known, note=str(doc.get("note") or ""), section=section,
                reference_name=str(doc.get("reference_name") or ""),
-               repetitions=doc.get("repetitions"), met=doc.get("met"), extra=extra)
+               repetitions=doc.get("repetitions"), met=doc.get("met"),
+               load=str(doc.get("load") or ""), extra=extra)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
