@@ -186,10 +186,12 @@ def test_calls_from_many_threads_each_answer_from_one_version(fast, tmp_path):
     uri = str(tmp_path / "s")
     publish(fast, uri, b"0", mode="error")
     problems: list[str] = []
+    rounds: list[int] = []
     stop = threading.Event()
 
     def read() -> None:
         while not stop.is_set():
+            rounds.append(1)
             values = live.get_many(KEYS)
             if len({v.split(b":")[0] for v in values}) != 1:
                 problems.append(f"get_many mixed versions: {values}")
@@ -198,6 +200,9 @@ def test_calls_from_many_threads_each_answer_from_one_version(fast, tmp_path):
                 problems.append("scan mixed versions")
             if live.get(b"k007") is None:
                 problems.append("a key was missing")
+            # let the publishing thread run too: three readers spinning in the GIL made each
+            # publish take seconds (the test took 35 s)
+            time.sleep(0.001)
 
     with fast.open_store(uri, follow=True) as live:
         threads = [threading.Thread(target=read) for _ in range(3)]
@@ -210,6 +215,7 @@ def test_calls_from_many_threads_each_answer_from_one_version(fast, tmp_path):
         for t in threads:
             t.join()
         assert problems == [] and live.swaps == 14
+        assert len(rounds) > 3 * 14  # the readers kept reading through the swaps
         assert live[b"k000"] == b"14:k000"
 
 
