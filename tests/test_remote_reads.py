@@ -251,12 +251,3 @@ def test_a_follow_poll_costs_one_request(s3_store):
         costs = [_cost(counter, live._tick)[0] for _ in range(20)]
     assert sorted(costs) == [1] * 18 + [2] * 2
 
-
-def test_read_small_reads_empty_small_and_large_objects(s3_server):
-    from kvio.fs import FileIO
-    io = FileIO(f"s3://{s3_server.new_bucket()}/x", storage_options=s3_server.storage_options)
-    for name, data in (("empty", b""), ("small", b"abc"), ("large", bytes(range(256)) * 300)):
-        io.fs.pipe_file(io.path(name), data)
-        assert io.read_small(name, limit=1024) == data
-    with pytest.raises(FileNotFoundError):
-        io.read_small("absent")

@@ -275,6 +275,17 @@ def test_commit_checks_sizes_from_a_listing_and_reads_no_partition(object_store,
     assert content(object_store.kvs(), uri) == data("v", range(40))
 
 
+def test_read_small_reads_empty_small_and_large_objects(object_store):
+    """Commit records are read with one ranged read (FileIO.read_small); an empty object (a
+    damaged record) is refused a range by the server and read whole instead."""
+    io = object_store.io(object_store.uri("small"))
+    for name, blob in (("empty", b""), ("small", b"abc"), ("large", bytes(range(256)) * 300)):
+        io.fs.pipe_file(io.path(name), blob)
+        assert io.read_small(name, limit=1024) == blob
+    with pytest.raises(FileNotFoundError):
+        io.read_small("absent")
+
+
 def test_abort_never_deletes_a_published_version(object_store):
     kvs, uri = object_store.kvs(), object_store.uri()
     job = Job.setup(uri, mode="error", conf=NO_GRACE, storage_options=object_store.storage_options)
