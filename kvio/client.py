@@ -51,18 +51,22 @@ def _pct(key: bytes) -> str:
     return quote_from_bytes(key, safe="")
 
 
-class _ScanConnection(http.client.HTTPConnection):
+class _NoDelay:
+    """Nagle's algorithm off once connected (for http.client connections)."""
+
+    sock: socket.socket
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _ScanConnection(_NoDelay, http.client.HTTPConnection):
     """http.client for streamed scans, with Nagle's algorithm off."""
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-
-class _SecureScanConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _SecureScanConnection(_NoDelay, http.client.HTTPSConnection):
+    """The same over TLS."""
 
 
 class RemoteStore(GetMapping):

@@ -42,10 +42,8 @@ from .errors import (
     ApiError,
     error_response,
     kvio_error_status,
-    on_api_error,
+    on_error,
     on_http_exception,
-    on_kvio_error,
-    on_unexpected,
 )
 from .fast import FastPath
 from .metrics import UNMATCHED, Metrics
@@ -439,8 +437,8 @@ def create_app(stores: StoreSet, conf: Config, metrics: Metrics,
         finally:
             stores.close()
 
-    handlers: dict[Any, Any] = {ApiError: on_api_error, HTTPException: on_http_exception,
-                                KvioError: on_kvio_error, Exception: on_unexpected}
+    handlers: dict[Any, Any] = {ApiError: on_error, HTTPException: on_http_exception,
+                                KvioError: on_error, Exception: on_error}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers,
                     lifespan=lifespan)
     return FastPath(app, api, metrics, token)

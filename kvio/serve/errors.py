@@ -45,9 +45,26 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def on_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.fields)
+def exception_response(exc: Exception, method: str, path: str) -> JSONResponse:
+    """The JSON answer of an exception raised while answering ``method path``: an
+    :class:`ApiError` as it says, a kvio error by :func:`kvio_error_status` (a 5xx one is
+    logged), anything else a 500 ``internal_error`` (a bug; its caller logs the traceback).
+    The app's exception handlers and its fast path (:mod:`.fast`) both answer with it."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.fields)
+    if isinstance(exc, KvioError):
+        status, code = kvio_error_status(exc)
+        if status >= 500:
+            log.error("%s %s: %s", method, path, exc)
+        return error_response(status, code, str(exc))
+    return error_response(500, "internal_error",
+                          f"internal error ({type(exc).__name__}); see the server log")
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    """Starlette's handler of ApiError, kvio errors and unexpected exceptions (Starlette logs
+    the traceback of an unexpected one)."""
+    return exception_response(exc, request.method, request.url.path)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
@@ -70,17 +87,3 @@ def kvio_error_status(exc: KvioError) -> tuple[int, str]:
     if isinstance(exc, CorruptStoreError):
         return 500, "corrupt_store"
     return 500, "store_error"
-
-
-async def on_kvio_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, KvioError)
-    status, code = kvio_error_status(exc)
-    if status >= 500:
-        log.error("%s %s: %s", request.method, request.url.path, exc)
-    return error_response(status, code, str(exc))
-
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    """A bug: logged with its traceback by Starlette; the client gets a JSON 500."""
-    return error_response(500, "internal_error",
-                          f"internal error ({type(exc).__name__}); see the server log")

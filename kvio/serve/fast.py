@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import KvioError
 from . import codec
-from .errors import ApiError, error_response, kvio_error_status
+from .errors import ApiError, exception_response
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -104,7 +103,9 @@ class FastPath:
             except ClientDisconnect:
                 return  # nobody to answer (uvicorn knows the client went away)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
-                response = _error_answer(exc, scope)
+                if not isinstance(exc, (ApiError, KvioError)):
+                    log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
+                response = exception_response(exc, scope["method"], scope["path"])
                 status = response.status_code
                 await response(scope, receive, send)
                 return
@@ -132,16 +133,3 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
         elif message["type"] == "http.disconnect":
             raise ClientDisconnect()
 
-
-def _error_answer(exc: Exception, scope: Scope) -> JSONResponse:
-    """The JSON error answer of ``exc``, as the app's exception handlers give it."""
-    if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.fields)
-    if isinstance(exc, KvioError):
-        status, code = kvio_error_status(exc)
-        if status >= 500:
-            log.error("%s %s: %s", scope["method"], scope["path"], exc)
-        return error_response(status, code, str(exc))
-    log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
-    return error_response(500, "internal_error",
-                          f"internal error ({type(exc).__name__}); see the server log")
