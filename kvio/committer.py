@@ -408,7 +408,7 @@ class Job:
         the whole file the task closed (readers still check every footer against the
         manifest, and every block's checksum, on first use). Elsewhere a file is visible while
         it is written, so the footer is read."""
-        mode = Config(self.ctx.conf).commit_verify
+        mode = self.conf.commit_verify
         if mode == "auto":
             return "sizes" if self.io.create_only else "footers"
         return mode
