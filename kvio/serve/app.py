@@ -75,18 +75,29 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500  # what the client gets if the app fails before answering
 
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            observed = True
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path", UNMATCHED), scope["method"], status,
+                                 started)
+
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body") \
+                    and not observed:
+                observe()  # before the last byte leaves: a client with its answer finds it counted
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = scope.get("route")
-            self.metrics.observe(getattr(route, "path", UNMATCHED), scope["method"], status,
-                                 started)
+            if not observed:
+                observe()
 
 
 class TokenAuth:

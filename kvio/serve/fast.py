@@ -81,6 +81,7 @@ class FastPath:
                       send: Send) -> None:
         started = time.perf_counter()
         status = 500
+        observed = False
         try:
             try:
                 if route is KEYS_ROUTE:
@@ -115,9 +116,14 @@ class FastPath:
             raw_headers.append((b"content-type", media_type))
             status = 200
             await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+            # Counted before the answer leaves: a client that has its answer finds it counted
+            # when it scrapes /metrics next (from whichever worker answers that).
+            self.metrics.observe(route, scope["method"], status, started)
+            observed = True
             await send({"type": "http.response.body", "body": body})
         finally:
-            self.metrics.observe(route, scope["method"], status, started)
+            if not observed:
+                self.metrics.observe(route, scope["method"], status, started)
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
