@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError, KvioError
 from ..system import KeyValueSystem
-from .db import Database, TableName, connect, parse_table_name
+from .db import TYPES_BUILTIN, Database, TableName, connect, parse_table_name
 from .tables import (
     add_primary_key,
     append_rows,
@@ -114,7 +114,7 @@ def export_store(kvs: KeyValueSystem, store_uri: str, db_url: str, table: str, *
         KvioError, DatabaseError: see :func:`write_version`; nothing is committed then.
     """
     name = parse_table_name(table)
-    with kvs.open_store(store_uri) as reader, connect(db_url) as db:
+    with kvs.open_store(store_uri) as reader, connect(db_url, types=TYPES_BUILTIN) as db:
         rows, created = write_version(db, reader, name, mode, text, on_rows)
         db.commit()
         return ExportResult(store_uri, reader.version, str(name), rows, mode, created)

@@ -39,7 +39,7 @@ from ..errors import KvioError
 from ..format.manifest import Manifest, PartitionEntry
 from ..partitions import PartitionCache
 from ..system import KeyValueSystem
-from .db import Database, TableName, connect, parse_table_name
+from .db import TYPES_BUILTIN, Database, TableName, connect, parse_table_name
 from .exporter import write_version
 from .hooks import pause_point
 from .tables import KEY, VALUE, apply_changes, check_kv_table
@@ -366,7 +366,7 @@ def sync_store(kvs: KeyValueSystem, store_uri: str, db_url: str, table: str, *,
         DatabaseError: the database refused a statement.
     """
     name = parse_table_name(table)
-    with kvs.open_store(store_uri) as reader, connect(db_url) as db, \
+    with kvs.open_store(store_uri) as reader, connect(db_url, types=TYPES_BUILTIN) as db, \
             contextlib.ExitStack() as stack:
         _lock(db, name)
         state_table = _ensure_state_table(db, name)
