@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 
+import pyarrow as pa
 import pytest
 
 import kvio
@@ -166,6 +167,38 @@ def test_mirror_of_20k_keys_through_10_updates_of_1_percent(database, tmp_path):
     assert set(methods) == {"incremental"}, methods
     assert database.rows(table) == current(kvs, uri)
     assert any(d["op"] == "compact" for d in kvs.versions(uri)), "the policy never compacted"
+
+
+def test_million_keys_mirror_follows_ten_updates_of_one_percent(postgres, tmp_path):
+    """The issue's proof at its size: a mirror of 1,000,000 keys, then 10 updates of 1% each
+    (sets of existing and new keys, deletes), each synced incrementally (the default policy
+    compacts along the way); the table ends equal to the store, row for row."""
+    rng = random.Random(13)
+    kvs = kvio.KeyValueSystem()
+    uri = str(tmp_path / "s")
+    n = 1_000_000
+    keys = pa.array([b"key-%08d" % i for i in range(n)], pa.binary())
+    values = pa.array([b"v%d" % (i * 7919 % 100_003) for i in range(n)], pa.binary())
+    with kvs.create_store(uri) as writer:
+        writer.put_many(pa.table({"key": keys, "value": values}))
+    table = postgres.table()
+    assert sync_store(kvs, uri, postgres.url, table).upserted == n
+    methods = []
+    for round_ in range(10):
+        changed = rng.sample(range(n + n // 10), n // 100)  # some keys are new
+        update(kvs, uri, sets=[(b"key-%08d" % k, b"r%d" % round_) for k in changed[::2]],
+               deletes=[b"key-%08d" % k for k in changed[1::2]])
+        methods.append(sync_store(kvs, uri, postgres.url, table).method)
+    assert set(methods) == {"incremental"}, methods
+    with connect(postgres.url) as db:
+        db.execute(f'SELECT "key", "value" FROM "{table}" ORDER BY "key"')
+        mirrored = db.cursor.fetch_arrow_table()
+    with kvs.open_store(uri) as reader:
+        expected = reader.to_table()
+    assert mirrored.num_rows == expected.num_rows > n - n // 10
+    for column in ("key", "value"):
+        assert mirrored.column(column).cast(pa.large_binary()).equals(
+            expected.column(column).cast(pa.large_binary()))
 
 
 def test_cli(database, tmp_path, capsys):
