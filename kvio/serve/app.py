@@ -258,6 +258,25 @@ class Api:
         if value is None and loader is not None:
             value = await loader.get(key)
             headers[SOURCE_HEADER] = "read-through"
+        return self._found(store, key, version, value, headers)
+
+    def lookup_inline(self, store: ServedStore, key: bytes) -> tuple[bytes, str]:
+        """:meth:`lookup` without awaiting, for a store read on the event loop's thread
+        (``store.inline``) that has no read-through loader (:mod:`.direct` checks both).
+
+        Returns:
+            The value and the version it was read from.
+
+        Raises:
+            ApiError: 404 ``key_not_found`` (with ``Kvio-Version``).
+        """
+        with store.snapshot() as reader:
+            version, value = reader.version, reader.get(key)
+        return self._found(store, key, version, value, {VERSION_HEADER: version})[0], version
+
+    def _found(self, store: ServedStore, key: bytes, version: str, value: bytes | None,
+               headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+        """Count one key looked up; an absent one raises its 404."""
         if value is None:
             self.metrics.keys_served(store.name, 0, 1)
             raise ApiError(404, "key_not_found", f"key {codec.show(key)!r} is not in store "

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import KvioError
 from . import codec
+from .direct import KEYS_ROUTE, DirectGets
 from .errors import ApiError, exception_response
 from .metrics import Metrics
 
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kvio.serve")
 PREFIX = "/v1/stores/"
-#: the metrics' route labels: the Starlette route templates of the same endpoints
-KEYS_ROUTE = "/v1/stores/{name}/keys/{key:path}"
+#: the metrics' route label of batch gets (single gets: ``KEYS_ROUTE``): the Starlette route
+#: template of the same endpoint
 GET_ROUTE = "/v1/stores/{name}/get"
 _OCTETS = b"application/octet-stream"
 
@@ -50,6 +51,8 @@ class FastPath:
 
     def __init__(self, app: ASGIApp, api: Api, metrics: Metrics, token: bytes | None = None):
         self.app, self.api, self.metrics, self.token = app, api, metrics, token
+        #: single gets answered inside the HTTP protocol (:mod:`.protocol`), when it finds us
+        self.direct = DirectGets(api, metrics, token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -13,9 +13,15 @@ control.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .fast import FastPath
+
+if TYPE_CHECKING:
+    from .direct import DirectGets
+    from .stores import ServedStore
 
 #: writes up to this size may be held back to be joined with the next one
 HOLD_MAX = 16 << 10
@@ -66,6 +72,15 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+    def write_now(self, data: bytes) -> None:
+        """Send ``data`` at once, after the held write if any (joined with it)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a :class:`CoalescingTransport`."""
 
@@ -74,5 +89,119 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(wrapped)
 
 
+def direct_gets(app: Any) -> DirectGets | None:
+    """The :class:`.direct.DirectGets` of the kvio app under uvicorn's wrappers (proxy headers,
+    message logger: each keeps the app it wraps as ``.app``), or None for another app."""
+    for _ in range(8):
+        if isinstance(app, FastPath):
+            return app.direct
+        app = getattr(app, "app", None)
+    return None
+
+
+class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
+    """:class:`CoalescingHttpToolsProtocol` that answers single gets itself (:mod:`.direct`).
+
+    A request is answered here only when nothing of the ASGI app's is in flight on the
+    connection (no cycle unfinished or queued), so answers keep the order of the requests; its
+    answer is sent with the other direct answers of the same read, in one write, when the read
+    has been parsed (or before anything uvicorn writes itself). Everything else (other routes
+    and methods, HTTP/1.0, ``Connection: close``, ``Expect``, upgrades, an access log, a
+    connection whose client is not reading its answers) goes to uvicorn's handling and the ASGI
+    app unchanged: uvicorn's ``scope`` is built only for those.
+    """
+
+    transport: Any  # a CoalescingTransport
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        usable = not self.access_log and self.limit_concurrency is None and not self.root_path
+        self._direct = direct_gets(self.app) if usable else None
+        self._target: tuple[ServedStore, bytes] | None = None  # the request answered here
+        self._head = False
+        self._out: list[bytes] = []  # direct answers not sent yet
+        self._out_bytes = 0
+        self._answered = False  # a request was answered directly in this read
+
+    def data_received(self, data: bytes) -> None:
+        self._answered = False
+        super().data_received(data)
+        if self._out:
+            self._send()
+        if self._answered and not self.pipeline and (self.cycle is None or
+                                                     self.cycle.response_complete) \
+                and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            # As uvicorn does after each answer: close the connection if it stays idle.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def _send(self) -> None:
+        out, self._out, self._out_bytes = self._out, [], 0
+        if not self.transport.is_closing():
+            self.transport.write_now(out[0] if len(out) == 1 else b"".join(out))
+
+    def send_400_response(self, msg: str) -> None:
+        if self._out:
+            self._send()  # the answers to the requests before the bad one go first
+        super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        if self._direct is None:
+            super().on_message_begin()
+            return
+        # uvicorn's scope waits until the request turns out to be the app's (below).
+        self.url = b""
+        self.headers = []
+        self.expect_100_continue = False
+        self._target = None
+
+    def on_headers_complete(self) -> None:
+        direct = self._direct
+        if direct is not None:
+            parser = self.parser
+            method = parser.get_method()
+            if (method == b"GET" or method == b"HEAD") and not self.expect_100_continue \
+                    and (self.cycle is None or self.cycle.response_complete) \
+                    and not self.pipeline and not self.flow.write_paused \
+                    and parser.get_http_version() == "1.1" and parser.should_keep_alive() \
+                    and not parser.should_upgrade():
+                self._target = direct.target(self.url, self.headers)
+                if self._target is not None:
+                    self._head = method == b"HEAD"
+                    return
+            # The app's request: build uvicorn's scope as its on_message_begin does.
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            super().on_message_begin()
+            self.url, self.expect_100_continue = url, expect
+            self.headers.extend(headers)
+            if self._out:
+                self._send()  # whatever uvicorn writes for this request comes after
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._target is None:
+            super().on_body(body)
+        # (the body of a GET answered here is not read, as the app would not read it)
+
+    def on_message_complete(self) -> None:
+        target = self._target
+        if target is None:
+            super().on_message_complete()
+            return
+        self._target = None
+        assert self._direct is not None
+        answer = self._direct.answer(target[0], target[1], self._head,
+                                     self.server_state.default_headers)
+        self._out.append(answer)
+        self._out_bytes += len(answer)
+        self.server_state.total_requests += 1
+        self._answered = True
+        if self._out_bytes > JOIN_MAX:
+            # Many pipelined requests for big values: memory stays bounded, and once the
+            # transport's buffer is full (pause_writing), the next requests go the app's way,
+            # which waits for the client to read.
+            self._send()
+
+
 #: for ``uvicorn.Config(http=...)`` (a string, so worker processes import it themselves)
-PROTOCOL = f"{__name__}:CoalescingHttpToolsProtocol"
+PROTOCOL = f"{__name__}:DirectHttpToolsProtocol"

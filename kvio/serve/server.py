@@ -96,8 +96,9 @@ def serve(options: ServeOptions, *, host: str, port: int, workers: int = 1,
 
 
 def http_protocol() -> str:
-    """uvicorn's HTTP implementation: httptools (a C parser) with each answer's head and body
-    sent in one write (:mod:`.protocol`), or uvicorn's choice (h11) without httptools."""
+    """uvicorn's HTTP implementation: httptools (a C parser) with single gets answered in the
+    protocol itself and each answer's head and body sent in one write (:mod:`.protocol`), or
+    uvicorn's choice (h11) without httptools."""
     try:
         from .protocol import PROTOCOL
     except ImportError:  # httptools is in the serve extra, but may be missing on a platform

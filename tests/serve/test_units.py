@@ -141,7 +141,7 @@ def test_coalescing_transport_joins_head_and_body():
     from kvio.serve.protocol import HOLD_MAX, CoalescingTransport
     from kvio.serve.server import http_protocol
 
-    assert http_protocol() == "kvio.serve.protocol:CoalescingHttpToolsProtocol"
+    assert http_protocol() == "kvio.serve.protocol:DirectHttpToolsProtocol"
 
     async def run() -> None:
         real = _Transport()
