@@ -26,10 +26,10 @@ if "--kvio-path" in sys.argv[:-1]:  # must win before anything imports kvio
 from bench.suite import build, common, datagen, lookups, remote, report, scan  # noqa: E402
 from bench.suite.common import Row, log  # noqa: E402
 
-PARTS = ("core", "values-4k", "scaling", "remote", "memory", "spark", "mrjob", "serve", "sql",
-         "updates")
+PARTS = ("core", "values-4k", "scaling", "remote", "memory", "spark", "mrjob", "serve", "follow",
+         "sql", "updates")
 EXTERNAL = {"spark": "bench_spark.py", "mrjob": "bench_mrjob.py", "serve": "bench_serve.py",
-            "sql": "bench_sql.py", "updates": "bench_updates.py"}
+            "follow": "bench_follow.py", "sql": "bench_sql.py", "updates": "bench_updates.py"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--spark-timeout", type=float, help="seconds (default 540; quick 60)")
     ap.add_argument("--mrjob-timeout", type=float, help="seconds (default 240; quick 40)")
     ap.add_argument("--serve-timeout", type=float, help="seconds (default 600; quick 150)")
+    ap.add_argument("--follow-timeout", type=float, help="seconds (default 180; quick 60)")
     ap.add_argument("--sql-timeout", type=float, help="seconds (default 900; quick 120)")
     ap.add_argument("--updates-timeout", type=float, help="seconds (default 1800; quick 300)")
     ap.add_argument("--kvio-path", help="import kvio from this directory instead (e.g. an older "
@@ -192,7 +193,7 @@ class Suite:
             self.skipped.append(f"{name}: {script.relative_to(ROOT)} is not there yet")
             return
         default_timeout = {"spark": (540, 60), "mrjob": (240, 40), "serve": (600, 150),
-                           "sql": (900, 120), "updates": (1800, 300)}[name]
+                           "follow": (180, 60), "sql": (900, 120), "updates": (1800, 300)}[name]
         timeout = getattr(self.args, f"{name}_timeout") or default_timeout[1 if self.quick else 0]
         out = self.run_dir / f"{name}.json"
         log_path = common.RESULTS_ROOT / f"{name}.log"
@@ -259,7 +260,8 @@ class Suite:
         runners = {"core": self.core, "values-4k": self.values_4k, "scaling": self.scaling_part,
                    "remote": self.remote_part, "memory": self.memory_part,
                    "spark": lambda: self.external("spark"), "mrjob": lambda: self.external("mrjob"),
-                   "serve": lambda: self.external("serve"), "sql": lambda: self.external("sql"),
+                   "serve": lambda: self.external("serve"),
+                   "follow": lambda: self.external("follow"), "sql": lambda: self.external("sql"),
                    "updates": lambda: self.external("updates")}
         try:
             for part in self.parts:

@@ -14,6 +14,7 @@ SECTIONS = [
     ("memory", "Writer peak memory"),
     ("spark", "Spark (bench/bench_spark.py)"),
     ("mrjob", "mrjob (bench/bench_mrjob.py)"),
+    ("follow", "Following a store (bench/bench_follow.py)"),
     ("sql", "SQL databases: PostgreSQL through ADBC (bench/bench_sql.py)"),
     ("updates", "Updates: delta layers and rebuilds (bench/bench_updates.py)"),
 ]
