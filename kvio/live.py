@@ -329,6 +329,24 @@ class LiveStore(GetMapping):
             if held.retired and not active:
                 self._dispose(held)
 
+    def get_versioned(self, key: Any) -> tuple[str, Any]:
+        """The version read and the value of ``key`` in it (None if absent): :meth:`get` that
+        also says which version answered, without a :meth:`snapshot` block (a lookup server
+        names the version in every answer)."""
+        held = self._held
+        active = held.active
+        active.append(None)
+        try:
+            if held.retired:  # a swap happened between the two lines above: use the new one
+                with self.snapshot() as reader:
+                    return reader.version, reader.get(key)
+            reader = held.reader
+            return reader.version, reader.get(key)
+        finally:
+            active.pop()
+            if held.retired and not active:
+                self._dispose(held)
+
     def _get_again(self, key: Any, default: Any) -> Any:
         with self.snapshot() as reader:
             return reader.get(key, default)

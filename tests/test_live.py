@@ -182,6 +182,19 @@ def test_snapshots_stay_valid_across_swaps(fast, fs_root):
             old.get(b"k000")
 
 
+def test_get_versioned_names_the_version_that_answered(fast, fs_root):
+    uri = f"{fs_root}/s"
+    v1 = publish(fast, uri, b"v1", mode="error")
+    with fast.open_store(uri, follow=True) as live:
+        assert live.get_versioned(b"k001") == (v1, b"v1:k001")
+        assert live.get_versioned(b"absent") == (v1, None)
+        v2 = publish(fast, uri, b"v2")
+        poll(lambda: live.version == v2, "the swap to v2")
+        assert live.get_versioned(b"k001") == (v2, b"v2:k001")
+    with pytest.raises(ReaderClosedError):
+        live.get_versioned(b"k001")
+
+
 def test_calls_from_many_threads_each_answer_from_one_version(fast, tmp_path):
     uri = str(tmp_path / "s")
     publish(fast, uri, b"0", mode="error")

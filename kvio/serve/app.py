@@ -270,8 +270,7 @@ class Api:
         Raises:
             ApiError: 404 ``key_not_found`` (with ``Kvio-Version``).
         """
-        with store.snapshot() as reader:
-            version, value = reader.version, reader.get(key)
+        version, value = store.live.get_versioned(key)
         return self._found(store, key, version, value, {VERSION_HEADER: version})[0], version
 
     def _found(self, store: ServedStore, key: bytes, version: str, value: bytes | None,

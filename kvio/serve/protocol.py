@@ -72,6 +72,9 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
     def write_now(self, data: bytes) -> None:
         """Send ``data`` at once, after the held write if any (joined with it)."""
         held = self._held
@@ -122,18 +125,37 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._out: list[bytes] = []  # direct answers not sent yet
         self._out_bytes = 0
         self._answered = False  # a request was answered directly in this read
+        self._idle_since = float("-inf")  # loop time of the last direct answer
 
     def data_received(self, data: bytes) -> None:
+        # uvicorn cancels the keep-alive timer on every read and arms a new one after every
+        # answer; here a timer that is running is taken out of its sight and kept when the
+        # read ends idle after direct answers, and it checks when it fires whether the
+        # connection was idle for long enough (timeout_keep_alive_handler).
+        timer, self.timeout_keep_alive_task = self.timeout_keep_alive_task, None
         self._answered = False
         super().data_received(data)
         if self._out:
             self._send()
         if self._answered and not self.pipeline and (self.cycle is None or
                                                      self.cycle.response_complete) \
-                and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+                and not self.transport.is_closing():
             # As uvicorn does after each answer: close the connection if it stays idle.
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                if timer is None:
+                    timer = self.loop.call_at(self._idle_since + self.timeout_keep_alive,
+                                              self.timeout_keep_alive_handler)
+                self.timeout_keep_alive_task, timer = timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def timeout_keep_alive_handler(self) -> None:
+        due = self._idle_since + self.timeout_keep_alive
+        if due > self.loop.time():  # answers were sent since the timer was armed
+            self.timeout_keep_alive_task = self.loop.call_at(due, self.timeout_keep_alive_handler)
+            return
+        super().timeout_keep_alive_handler()
 
     def _send(self) -> None:
         out, self._out, self._out_bytes = self._out, [], 0

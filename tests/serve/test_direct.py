@@ -181,6 +181,13 @@ async def test_any_key_bytes_and_keep_alive_reuse(harness, store):
         [(status, _, body)] = answers(out)
         assert (status, body) == (200, store[1][key]), key
     assert h.state.total_requests == len(HOSTILE_KEYS) + 1 and not h.transport.closed
+    # The keep-alive timer closes the connection only once it has been idle for the timeout.
+    assert h.protocol.timeout_keep_alive_task is not None
+    h.protocol.timeout_keep_alive_handler()  # (as if it fired now: the last answer is recent)
+    assert not h.transport.closed and h.protocol.timeout_keep_alive_task is not None
+    h.protocol._idle_since -= h.protocol.timeout_keep_alive
+    h.protocol.timeout_keep_alive_handler()
+    assert h.transport.closed
 
 
 @in_loop
