@@ -162,14 +162,15 @@ class TaskAttempt:
         may stop consuming its input."""
         return self.ctx.skip
 
-    def new_partition_file(self) -> tuple[str, Any]:
-        """(path relative to the job dir, an open binary file)."""
+    def new_partition_file(self, direct: bool = False) -> tuple[str, Any]:
+        """(path relative to the job dir, an open binary file); ``direct``: past the page cache
+        on local disk (see FileIO.open_output)."""
         name = layout.partition_file_name(self.task_id, self._seq)
         self._seq += 1
         rel_in_job = f"{self.name}/{name}"
         if self.ctx.skip:
             return rel_in_job, _Discard()
-        return rel_in_job, self.io.open_output(posixpath.join(self.dir, name))
+        return rel_in_job, self.io.open_output(posixpath.join(self.dir, name), direct=direct)
 
     def add_partition(self, rel_in_job: str, info: dict[str, Any]) -> None:
         if not self.ctx.skip:

@@ -110,6 +110,7 @@ class Config:
         self.compression = str(merged["kvio.block.compression"]).lower()
         self.compression_level = typed("kvio.block.compression.level", int)
         self.index_load_factor = typed("kvio.index.load.factor", float)
+        self.write_direct = str(merged["kvio.write.direct"]).strip().lower()
         self.verify_checksums = typed("kvio.read.verify.checksums", parse_bool)
         self.cache_blocks = typed("kvio.read.cache.blocks", int)
         self.open_partitions = typed("kvio.read.open.partitions", int)
@@ -136,6 +137,9 @@ class Config:
         self.serve_batch_max_keys = typed("kvio.serve.batch.max.keys", int)
         self.serve_body_max = typed("kvio.serve.body.max", parse_size)
         self.serve_read_through_ttl = typed("kvio.serve.read.through.ttl", parse_duration)
+        if self.write_direct not in ("auto", "true", "false"):
+            raise ConfigError("kvio.write.direct must be true, false or auto, got "
+                              f"{self.write_direct!r}")
         if self.compression not in ("none", "zstd", "lz4"):
             raise ConfigError(f"kvio.block.compression must be none, zstd or lz4, got {self.compression!r}")
         if not 0.1 <= self.index_load_factor <= 0.95:

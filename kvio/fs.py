@@ -49,6 +49,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from .config import Config
 from .connect import check_reachable
+from .direct_io import DirectFile, open_new
 from .errors import InvalidArgumentError, UnsafeFilesystemError
 
 _MEMORY_LOCK = threading.Lock()
@@ -521,12 +522,21 @@ class FileIO:
         else:
             self.fs.makedirs(self.path(rel), exist_ok=True)
 
-    def open_output(self, rel: str) -> IO[bytes]:
-        """A new file. Never truncates an existing one where the filesystem can refuse."""
+    def open_output(self, rel: str, direct: bool = False) -> IO[bytes]:
+        """A new file. Never truncates an existing one where the filesystem can refuse.
+
+        Args:
+            rel: the file, relative to the root.
+            direct: on local disk, write past the page cache where the filesystem allows it
+                (kvio/direct_io.py); ignored elsewhere.
+
+        Returns:
+            A binary file open for writing.
+        """
         # Parents are not created here on local disk: a zombie task attempt whose directory
         # was already committed (moved) or aborted fails instead of recreating it.
         if self.is_local:
-            return open(self.path(rel), "xb")
+            return open_new(self.path(rel), direct)
         if self.atomic_rename:  # hdfs-native: HDFS create without OVERWRITE
             return self.fs.open(self.path(rel), "wb", overwrite=False)
         return self.fs.open(self.path(rel), "wb")
@@ -534,6 +544,9 @@ class FileIO:
     def sync_file(self, handle: IO[bytes]) -> None:
         """Make a written file durable before it is referenced by a commit (local disk)."""
         if self.is_local:
+            if isinstance(handle, DirectFile):  # (it keeps its descriptor to itself)
+                handle.fsync()
+                return
             handle.flush()
             try:
                 fileno = handle.fileno()

@@ -92,7 +92,7 @@ class SortedPairWriter:
 
     # ---- partitions --------------------------------------------------------------------
     def _open_partition(self) -> PartitionWriter:
-        rel, handle = self.attempt.new_partition_file()
+        rel, handle = self.attempt.new_partition_file(direct=self.conf.write_direct == "true")
         self._part_rel, self._part_file = rel, handle
         self._part = PartitionWriter(handle, codec=self.conf.compression,
                                      level=self.conf.compression_level,

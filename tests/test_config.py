@@ -25,8 +25,9 @@ def test_defaults_file_is_parsed():
     assert cfg.staging_max_age == 24 * 3600
     assert cfg.connect_timeout == 20
     assert sorted(cfg.raw) == DEFAULT_NAMES
-    assert "kvio.partition.size.max" in DEFAULT_NAMES and len(DEFAULT_NAMES) == 32
+    assert "kvio.partition.size.max" in DEFAULT_NAMES and len(DEFAULT_NAMES) == 33
     assert cfg.commit_verify == "auto"
+    assert cfg.write_direct == "auto"
 
 
 def test_conf_file_syntax():

@@ -194,7 +194,10 @@ def import_batches(kvs: KeyValueSystem, uri: str, mode: str, batches: Iterable[p
         KvioError: the store exists (mode error), bad input, a duplicate key; nothing is
             published then.
     """
-    job = Job.setup(uri, mode=mode, conf=kvs.conf_overrides, storage_options=kvs.storage_options)
+    conf = kvs.conf_overrides
+    if kvs.conf.write_direct == "auto":  # a bulk load: its files go past the page cache
+        conf = {**conf, "kvio.write.direct": "true"}
+    job = Job.setup(uri, mode=mode, conf=conf, storage_options=kvs.storage_options)
     try:
         result = write_any_order(job.ctx, 0, batches, duplicates=duplicates,
                                  advice=_DUPLICATES_ADVICE, on_written=on_written)
