@@ -97,8 +97,16 @@ class DirectFile(io.RawIOBase):
         """Append bytes (anything with the buffer protocol)."""
         if self._ended or self.closed:
             raise ValueError(f"{self.name}: written after fsync or close")
-        view = memoryview(data).cast("B")
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         total = view.nbytes
+        used = self._used
+        if used + total < BUFFER_BYTES:  # (the common case: one copy into the buffer)
+            self._view[used:used + total] = view
+            self._used = used + total
+            self._size += total
+            return total
         while view.nbytes:
             take = min(view.nbytes, BUFFER_BYTES - self._used)
             self._view[self._used:self._used + take] = view[:take]
@@ -108,6 +116,14 @@ class DirectFile(io.RawIOBase):
                 self._hand_off()
         self._size += total
         return total
+
+    def writelines(self, lines: Iterable[Any]) -> None:
+        write = self.write
+        for piece in lines:
+            write(piece)
+
+    def flush(self) -> None:
+        """Nothing to do: a partial buffer can only be written at the end (see fsync)."""
 
     def _hand_off(self) -> None:
         """Start writing the full buffer in the background and continue in another."""
@@ -140,13 +156,6 @@ class DirectFile(io.RawIOBase):
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
-
-    def writelines(self, lines: Iterable[Any]) -> None:
-        for piece in lines:
-            self.write(piece)
-
-    def flush(self) -> None:
-        """Nothing to do: a partial buffer can only be written at the end (see fsync)."""
 
     def _write_all(self, view: memoryview, length: int) -> None:
         """Write ``view[:length]`` at the end of the file (one writer at a time)."""
