@@ -25,6 +25,7 @@ import mmap
 import os
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 __all__ = ["DirectFile", "open_new", "ALIGN", "BUFFER_BYTES"]
@@ -80,9 +81,9 @@ class DirectFile(io.RawIOBase):
         self._ended = False
         # A full buffer is written by a thread while the caller fills the next one: the
         # device's time (GIL released) overlaps the caller's work instead of adding to it.
-        self._pending: threading.Thread | None = None
+        self._writer: ThreadPoolExecutor | None = None  # one thread, started on first use
+        self._pending: Future[None] | None = None
         self._pending_buffer: mmap.mmap | None = None
-        self._failed: BaseException | None = None
 
     def writable(self) -> bool:
         return True
@@ -134,28 +135,25 @@ class DirectFile(io.RawIOBase):
         self._view = memoryview(self._buffer)
         self._used = 0
         self._pending_buffer = full
-        self._pending = threading.Thread(target=self._background_write, args=(full,),
-                                         name="kvio-direct-write", daemon=True)
-        self._pending.start()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="kvio-direct-write")
+        self._pending = self._writer.submit(self._write_buffer, full)
 
-    def _background_write(self, buffer: mmap.mmap) -> None:
-        try:
-            with memoryview(buffer) as view:
-                self._write_all(view, BUFFER_BYTES)
-        except BaseException as exc:  # raised in the caller's thread by _wait
-            self._failed = exc
+    def _write_buffer(self, buffer: mmap.mmap) -> None:
+        with memoryview(buffer) as view:  # (released before the buffer is reused or closed)
+            self._write_all(view, BUFFER_BYTES)
 
     def _wait(self) -> None:
         """Wait for the background write, recycle its buffer, raise its error."""
-        if self._pending is not None:
-            self._pending.join()
-            self._pending = None
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        finally:
             assert self._pending_buffer is not None
             _give_buffer(self._pending_buffer)
             self._pending_buffer = None
-        if self._failed is not None:
-            failed, self._failed = self._failed, None
-            raise failed
 
     def _write_all(self, view: memoryview, length: int) -> None:
         """Write ``view[:length]`` at the end of the file (one writer at a time)."""
@@ -186,6 +184,9 @@ class DirectFile(io.RawIOBase):
                 self._write_all(self._view, self._used)
                 self._used = 0
         finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
             if self._buffer is not None:
                 self._view.release()
                 _give_buffer(self._buffer)
