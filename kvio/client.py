@@ -28,7 +28,7 @@ from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import pyarrow as pa
 
-from . import http1
+from . import b64, http1
 from .config import Config
 from .errors import (
     CorruptStoreError,
@@ -295,16 +295,21 @@ class RemoteStore(GetMapping):
                 raise self._error(status, body)
             values = pa.ipc.open_stream(body).read_all().column("value").to_pylist()
         else:
-            # Base64 strings need no JSON escaping: the body is joined directly.
-            b2a, a2b = binascii.b2a_base64, binascii.a2b_base64
-            listed = '","'.join([b2a(k, newline=False).decode("ascii") for k in keys])
-            doc = f'{{"keys":["{listed}"],"encoding":"base64"}}' if keys else \
-                '{"keys":[],"encoding":"base64"}'
-            status, headers, body = self._request("POST", f"{self._base}/get", doc.encode(),
+            # Base64 strings need no JSON escaping: the body is laid out directly, and keys
+            # and values are coded all at once (kvio.b64).
+            doc = b64.json_list(pa.array(keys, type=pa.large_binary()), b'{"keys":',
+                                b',"encoding":"base64"}')
+            status, headers, body = self._request("POST", f"{self._base}/get", doc,
                                                {"Content-Type": "application/json"})
             if status != 200:
                 raise self._error(status, body)
-            values = [None if v is None else a2b(v) for v in json.loads(body)["values"]]
+            listed = json.loads(body)["values"]
+            array = b64.decode(listed)
+            if array is not None:
+                values = array.to_pylist()
+            else:  # values of several lengths
+                a2b = binascii.a2b_base64
+                values = [None if v is None else a2b(v) for v in listed]
         version = str(headers.get(_VERSION_KEY))
         self._seen(version)
         if self._cache is not None:

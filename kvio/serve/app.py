@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import b64
 from ..config import Config
 from ..errors import KvioError
 from ..reader import StoreReader
@@ -310,9 +311,9 @@ class Api:
                            f"send the keys as {JSON} or {ARROW_STREAM}, not "
                            f"{kind or 'a body without Content-Type'}")
         body = await _read_body(content_length, chunks, self.conf.serve_body_max)
+        column: pa.Array | None = None
         if kind == JSON:
-            keys, encoding = self._json_keys(body)
-            column = key_array = None
+            keys, encoding, key_array = self._json_keys(body)
         else:
             column, keys, key_array = codec.read_arrow_keys(body)
             encoding = None
@@ -321,12 +322,14 @@ class Api:
             raise ApiError(413, "too_many_keys", f"{len(keys)} keys in one batch, the limit is "
                            f"{limit} (kvio.serve.batch.max.keys); split the batch", limit=limit)
         loader = self.read_through.get(store.name)
-        if column is not None and loader is None:
-            # Arrow in, Arrow out: the values stay an Arrow array from the map to the answer.
+        if loader is None and (column is not None or encoding == codec.BASE64):
+            # Arrow or base64 out: the values stay an Arrow array from the map to the answer.
             version, array = await store.call(
                 lambda reader: reader.get_many_array(keys, key_array))
             absent = array.null_count
             self.metrics.keys_served(store.name, len(array) - absent, absent)
+            if column is None:
+                return codec.batch_json_base64(version, array), JSON, {VERSION_HEADER: version}
             table = pa.Table.from_arrays([column, array], names=["key", "value"])
             return codec.arrow_table_bytes(table), ARROW_STREAM, {VERSION_HEADER: version}
         version, values = await store.call(lambda reader: reader.get_many(keys))
@@ -353,7 +356,9 @@ class Api:
             values[i] = value
 
     @staticmethod
-    def _json_keys(body: bytes) -> tuple[list[bytes], str]:
+    def _json_keys(body: bytes) -> tuple[list[bytes], str, pa.Array | None]:
+        """The keys of a JSON batch, its encoding, and the keys as a ``large_binary`` array
+        when base64 keys were decoded all at once (:mod:`kvio.b64`)."""
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -366,7 +371,13 @@ class Api:
             raise ApiError(400, "bad_json", f"unknown member(s) {', '.join(map(repr, unknown))} "
                            "(the body takes keys and encoding)")
         encoding = codec.parse_encoding(doc.get("encoding", codec.UTF8), '"encoding"')
-        return codec.decode_json_keys(doc["keys"], encoding), encoding
+        keys = doc["keys"]
+        if encoding == codec.BASE64 and type(keys) is list:
+            array = b64.decode(keys)
+            if array is not None and array.null_count == 0:
+                return array.to_pylist(), encoding, array
+        # One by one: text keys, or base64 keys of several lengths, or a wrong one (named).
+        return codec.decode_json_keys(keys, encoding), encoding, None
 
     async def scan(self, request: Request) -> Response:
         store = self.stores.get(request.path_params["name"])

@@ -20,6 +20,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import pyarrow as pa
 
+from .. import b64
 from ..format.partition_reader import SCHEMA
 from .errors import ApiError
 
@@ -267,6 +268,13 @@ def batch_json(version: str, values: list[str | None], encoding: str) -> bytes:
         return json_bytes({"version": version, "values": values})
     items = ",".join(["null" if v is None else f'"{v}"' for v in values])
     return f'{{"version":{json.dumps(version, ensure_ascii=False)},"values":[{items}]}}'.encode()
+
+
+def batch_json_base64(version: str, values: pa.Array) -> bytes:
+    """:func:`batch_json` of values still in an Arrow array (null = absent), base64 encoded
+    all at once (:func:`kvio.b64.json_list`)."""
+    head = f'{{"version":{json.dumps(version, ensure_ascii=False)},"values":'.encode()
+    return b64.json_list(values, head, b"}")
 
 
 def json_bytes(doc: Any) -> bytes:

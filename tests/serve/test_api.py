@@ -142,6 +142,22 @@ def test_batch_get_json_base64_any_bytes(server, reader, merged):
     assert values == reader.get_many(keys) == [merged[1].get(k) for k in keys]
 
 
+def test_batch_get_json_base64_of_one_length(server):
+    """Keys and values of one length are coded all at once (kvio.b64): the same answer,
+    absent keys null; a wrong key among them is still named by its index."""
+    keys = [b"a", b"c", b"d", b"b"]
+    answer = server.post_json("/v1/stores/small/get", {
+        "keys": [base64.b64encode(k).decode() for k in keys], "encoding": "base64"})
+    assert answer.status == 200, answer.body
+    assert answer.json()["values"] == ["MQ==", "Mw==", None, "Mg=="]
+    assert answer.body.endswith(b'"values":["MQ==","Mw==",null,"Mg=="]}')  # compact, as before
+    for bad, index in ((["YQ==", "YQ=A", "Yw=="], 1), (["YWJj", "YW*j"], 1), (["YQ==", 7], 1)):
+        error = _error(server.post_json("/v1/stores/small/get", {"keys": bad,
+                                                                 "encoding": "base64"}),
+                       400, "bad_keys")
+        assert error["index"] == index, error
+
+
 def test_batch_get_json_utf8_refuses_binary_values_by_name(server):
     error = _error(server.post_json("/v1/stores/m/get", {"keys": ["k0000", "bin"]}), 422,
                    "value_not_utf8")

@@ -56,6 +56,14 @@ def test_get_many_agrees(server, merged, batch_format):
         assert remote.get_many([]) == []
 
 
+@pytest.mark.parametrize("batch_format", ["arrow", "json"])
+def test_get_many_of_keys_and_values_of_one_length(server, batch_format):
+    """(JSON: keys and values coded all at once, kvio.b64; an absent key is None.)"""
+    with RemoteStore(server.url(), "small", batch_format=batch_format) as remote:
+        assert remote.get_many([b"c", b"a", b"x", b"b"]) == [b"3", b"1", None, b"2"]
+        assert remote.get_many([b"x", b"y"], b"-") == [b"-", b"-"]
+
+
 def test_get_many_with_the_near_cache_asks_only_for_the_rest(server, merged):
     uri, model = merged
     keys = sorted(model)[:30]
