@@ -123,6 +123,9 @@ class _Transport:
     def write(self, data):
         self.writes.append(bytes(data))
 
+    def writelines(self, pieces):
+        self.writes.append(tuple(bytes(p) for p in pieces))
+
     def is_closing(self):
         return self.closed
 
@@ -156,6 +159,9 @@ def test_coalescing_transport_joins_head_and_body():
         big = b"x" * (HOLD_MAX + 1)
         t.write(big)
         assert real.writes[-1] == big
+        t.write(b"head")
+        t.write(big)  # a held write and a large one: one writelines, nothing copied
+        assert real.writes[-1] == (b"head", big)
         t.write(b"last")
         t.close()
         assert real.writes[-1] == b"last" and real.closed
