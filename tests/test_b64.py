@@ -79,7 +79,7 @@ def test_decode_refuses_what_strict_a2b_refuses(bad):
         assert b64.decode(items) is None, items
 
 
-@pytest.mark.parametrize("odd", [[1], ["QUJD", b"QUJD"], [None, 0], [["QQ=="]]])
+@pytest.mark.parametrize("odd", [[1], ["QUJD", 1.5], [None, 0], [["QQ=="]], [{"a": 1}]])
 def test_decode_refuses_items_that_are_not_strings(odd):
     assert b64.decode(odd) is None
 
