@@ -28,7 +28,7 @@ try:  # a C extension: optional, binascii gives the same bytes
 except ImportError:  # pragma: no cover - depends on the installation
     pybase64 = None  # type: ignore[assignment]
 
-_QUOTE, _COMMA, _PAD, _SPACE = (ord(c) for c in '",= ')
+_QUOTE, _COMMA, _PAD, _SPACE, _OPEN, _CLOSE = (ord(c) for c in '",= []')
 _NULL_ITEM = np.frombuffer(b"null,", dtype=np.uint8)
 
 
@@ -147,7 +147,49 @@ def decode(items: list[Any]) -> pa.Array | None:
         return None  # several lengths, or not whole groups of 4 digits
     rows = len(present)
     chars = np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8)[:rows * width]
-    matrix = chars.reshape(rows, width)
+    return _from_digits(chars.reshape(rows, width), n, valid, text.buffers()[0], nulls)
+
+
+def decode_json_list(text: bytes, start: int, end: int) -> pa.Array | None:
+    """:func:`decode` of a JSON list still in its text: ``text[start:end]`` laid out exactly
+    as :func:`json_list` writes a list without nulls (``["...","...",...]``, no spaces, items
+    of one length), without making a Python object per item.
+
+    Args:
+        text: the JSON text.
+        start: where the list's ``[`` is.
+        end: just past its ``]``.
+
+    Returns:
+        A ``large_binary`` array of the decoded items; None when the list is laid out
+        otherwise (empty, spaces, nulls, escapes, items of several lengths) or an item is not
+        strict base64: the caller then parses the JSON as usual (which gives the same bytes
+        for any list this accepts).
+    """
+    if start < 0 or end > len(text) or end - start < 4 or text[start] != _OPEN or \
+            text[end - 1] != _CLOSE or text[start + 1] != _QUOTE:
+        return None
+    close = text.find(b'"', start + 2, end)
+    width = close - start - 2
+    item = width + 3  # "digits", (the last item's comma is the list's ']')
+    span = end - start - 1
+    if close < 0 or width % 4 or span % item:
+        return None
+    rows = span // item
+    matrix = np.frombuffer(text, dtype=np.uint8, count=span, offset=start + 1).reshape(rows, item)
+    if not ((matrix[:, 0] == _QUOTE).all() and (matrix[:, width + 1] == _QUOTE).all()
+            and (matrix[:-1, width + 2] == _COMMA).all()):
+        return None
+    # (a quote, comma, backslash or space among the digits is refused by the strict decoding)
+    return _from_digits(matrix[:, 1:width + 1], rows, None, None, 0)
+
+
+def _from_digits(matrix: np.ndarray, n: int, valid: np.ndarray | None, validity: Any,
+                 nulls: int) -> pa.Array | None:
+    """The ``large_binary`` array of ``n`` items whose present ones are the rows of
+    ``matrix`` (base64 digits, one item per row; ``valid``/``validity``: which items are
+    present, None when all are), or None when a row is not strict base64."""
+    rows, width = matrix.shape
     pads = 0
     if rows and width:
         last, second = matrix[:, -1] == _PAD, matrix[:, -2] == _PAD
@@ -159,7 +201,7 @@ def decode(items: list[Any]) -> pa.Array | None:
             matrix = matrix.copy()
             matrix[:, width - pads:] = ord("A")  # 'A' is 0: the padded bits decode to zeros
     try:  # an '=' left within an item, or a character outside the alphabet, is refused here
-        raw = _decode(matrix)
+        raw = _decode(np.ascontiguousarray(matrix))
     except (binascii.Error, ValueError, TypeError):
         return None
     size = width // 4 * 3
@@ -170,11 +212,9 @@ def decode(items: list[Any]) -> pa.Array | None:
     if valid is None:
         ends = np.arange(0, (n + 1) * width, width, dtype=np.int64) if width else \
             np.zeros(n + 1, dtype=np.int64)
-        validity = None
     else:
         ends = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(valid * width, out=ends[1:])
-        validity = text.buffers()[0]
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), n, [validity, pa.py_buffer(ends), pa.py_buffer(values)],
         null_count=nulls)

@@ -95,3 +95,48 @@ def test_decode_accepts_what_strict_a2b_accepts(items):
 def test_items_of_several_widths_are_left_to_the_caller():
     assert b64.decode(["QQ==", "QUJD"]) is None
     assert b64.decode(["QQ==", "QUI="]) is None  # one length, two paddings
+
+
+def in_text(items: list, prefix: bytes = b'{"keys":', suffix: bytes = b"}") -> bytes:
+    return prefix + json.dumps(items, separators=(",", ":")).encode() + suffix
+
+
+@pytest.mark.parametrize("items", [i for i in samples() if None not in i and i])
+def test_decode_json_list_is_json_loads_then_decode(items):
+    """From the text, a list of one length decodes to what parsing it and decode() give;
+    several lengths are left to the caller (None)."""
+    text = in_text(one_by_one(items))
+    got = b64.decode_json_list(text, len(b'{"keys":'), len(text) - 1)
+    expected = b64.decode(json.loads(text)["keys"])
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and got.type == pa.large_binary()
+        assert got.to_pylist() == expected.to_pylist() == items
+
+
+@pytest.mark.parametrize("text", [
+    b"[]", b'[""]x', b'["QQ==", "QQ=="]', b' ["QQ=="]', b'["QQ==",null]', b"[null]",
+    b'["QQ\\u003d"]', b'["QQ\\/A"]', b'["QQ==","QQ==",]', b'["QQ=="."QQ=="]', b'["QQ==""QQ=="]',
+    b'["QQ==","QQ="]', b'["QQ==","QUI="]', b'["QQ==","QQ=="', b'("QQ==")', b"[1234]",
+    b'["QUJD","QU"D"]', b'["QUJD","QU,D"]', b'["QUJD","QU\\D"]', b'["QUJD"],["QUJD"]',
+])
+def test_decode_json_list_refuses_other_layouts(text):
+    """Spaces, nulls, escapes, a trailing comma, other separators, two paddings, an
+    unfinished list, characters of JSON inside an item: left to the JSON parser."""
+    assert b64.decode_json_list(text, 0, len(text)) is None
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_decode_json_list_refuses_what_strict_a2b_refuses(bad):
+    for items in ([bad], [bad, bad], ["QUJD", bad], [bad, "QUJD"]):
+        text = json.dumps(items, separators=(",", ":")).encode()
+        assert b64.decode_json_list(text, 0, len(text)) is None, items
+
+
+def test_decode_json_list_bounds():
+    text = b'xx["QUJD","QUJE"]yy'
+    assert b64.decode_json_list(text, 2, len(text) - 2).to_pylist() == [b"ABC", b"ABD"]
+    assert b64.decode_json_list(text, 2, len(text) - 1) is None  # not ending at the ']'
+    assert b64.decode_json_list(text, -1, len(text)) is None
+    assert b64.decode_json_list(text, 2, len(text) + 1) is None
