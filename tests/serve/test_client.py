@@ -151,3 +151,26 @@ def test_near_cache_moves_to_a_new_publish(tmp_path, spawn):
         assert remote.version != first
         assert remote.get(b"c") == b"30" and remote.get(b"b") is None
         assert remote.get_many([b"a", b"b", b"c"]) == [b"10", None, b"30"]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"version":"v1","values":["QUJD","QUJE"]}',
+    b'{"version":"v1","values":["QUJD",null,"QUJE"]}',
+    b'{"version":"v1","values":["QQ==","QUJD"]}',
+    b'{"version":"v1","values":[]}',
+    b'{"version":"v1","values":[""]}',
+    b'{"version": "v1", "values": ["QUJD", "QUJE"]}',
+    b'{"version":"v\\"1,\\"values\\":[","values":["QUJD"]}',
+    b'{"values":["QUJD"],"version":"v1"}',
+    b'{"version":"v1","values":["QUJD"],"values":["QUJE"]}',
+])
+def test_json_answers_are_read_as_json_says(body):
+    """The values of a JSON batch answer read straight from the text when laid out as the
+    server does, and by the JSON parser otherwise: the same values either way."""
+    import binascii
+    import json
+
+    from kvio.client import _json_values
+    expected = [None if v is None else binascii.a2b_base64(v)
+                for v in json.loads(body)["values"]]
+    assert _json_values(body) == expected
