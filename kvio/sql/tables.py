@@ -194,11 +194,12 @@ def apply_changes(db: Database, table: TableName, changes: pa.RecordBatch) -> No
     """Upserts and deletes in one go (in the caller's transaction).
 
     PostgreSQL: the keys to delete travel as one array parameter of a ``DELETE ... WHERE key =
-    ANY($1)``, the rows to upsert as two of an ``INSERT ... SELECT FROM unnest($1, $2) ON
-    CONFLICT (key) DO UPDATE``: two statements and no temporary table, whose creation and
-    removal write the system catalogue (measured: 73 ms against 90 ms a chunk of 10,000 changes
-    on a 1M-row table). SQLite has no array parameters: the rows are bulk-loaded into a
-    temporary table, then one ``DELETE`` and one upsert read it.
+    ANY($1)``, the rows to upsert as two of an ``INSERT ... SELECT FROM unnest($2, $3) ON
+    CONFLICT (key) DO UPDATE``, the DELETE a data-modifying ``WITH`` of the INSERT: one
+    statement and no temporary table, whose creation and removal write the system catalogue
+    (measured: 73 ms against 90 ms a chunk of 10,000 changes on a 1M-row table; one statement
+    instead of two: 76 against 85 ms, median of 4). SQLite has no array parameters: the rows
+    are bulk-loaded into a temporary table, then one ``DELETE`` and one upsert read it.
 
     Args:
         db: the database.
@@ -210,18 +211,27 @@ def apply_changes(db: Database, table: TableName, changes: pa.RecordBatch) -> No
     if db.kind == POSTGRESQL:
         kind = "TEXT" if pa.types.is_string(values.type) else "BYTEA"
         deleted = pc.is_null(values)
-        if values.null_count:
-            db.execute(f"DELETE FROM {table.quoted} WHERE {_K} = ANY($1::{kind}[])",
-                       _arrays(changes.column(0).filter(deleted)), table=table,
-                       doing="cannot delete from")
-        pause_point("sync:staged")  # (crash tests: a chunk half applied)
-        if values.null_count < changes.num_rows:
-            kept = pc.invert(deleted)
-            db.execute(f"INSERT INTO {table.quoted} ({_K}, {_V}) SELECT * FROM unnest("
-                       f"$1::{kind}[], $2::{kind}[]) ON CONFLICT ({_K}) DO UPDATE SET "
-                       f"{_V} = excluded.{_V}",
-                       _arrays(changes.column(0).filter(kept), values.filter(kept)),
-                       table=table, doing="cannot upsert into")
+        kept = pc.invert(deleted)
+        delete = f"DELETE FROM {table.quoted} WHERE {_K} = ANY($1::{kind}[])"
+
+        def upsert(keys: int, vals: int) -> str:  # (parameter numbers)
+            return (f"INSERT INTO {table.quoted} ({_K}, {_V}) SELECT * FROM unnest("
+                    f"${keys}::{kind}[], ${vals}::{kind}[]) ON CONFLICT ({_K}) DO UPDATE SET "
+                    f"{_V} = excluded.{_V}")
+
+        pause_point("sync:staged")  # (crash tests: a chunk about to be applied)
+        if not values.null_count:
+            sql, params = upsert(1, 2), _arrays(changes.column(0), values)
+        elif values.null_count == changes.num_rows:
+            sql, params = delete, _arrays(changes.column(0))
+        else:
+            # One statement: the DELETE as a data-modifying WITH of the upsert. The two touch
+            # disjoint keys (a key of the change is set or deleted, not both), so sharing one
+            # snapshot changes nothing, and it saves a round trip and a plan.
+            sql = f"WITH deleted AS ({delete}) {upsert(2, 3)}"
+            params = _arrays(changes.column(0).filter(deleted), changes.column(0).filter(kept),
+                             values.filter(kept))
+        db.execute(sql, params, table=table, doing="cannot apply changes to")
         return
     stage = _staging(db, pa.Table.from_batches([changes]))
     pause_point("sync:staged")  # (crash tests: a chunk loaded, not yet applied)
