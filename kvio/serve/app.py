@@ -60,6 +60,8 @@ SOURCE_HEADER = "Kvio-Source"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _SCAN_PARAMETERS = ("start", "stop", "prefix", "limit", "encoding")
 _BATCH_MEMBERS = {"keys", "encoding"}
+#: a JSON batch body as kvio.connect lays it out: these bytes around the list of keys
+_JSON_HEAD, _JSON_TAIL = b'{"keys":', b',"encoding":"base64"}'
 
 
 # ---- middleware -----------------------------------------------------------------------------
@@ -150,6 +152,21 @@ class _SnapshotStream(StreamingResponse):
 # ---- helpers ----------------------------------------------------------------------------------
 def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
+
+
+def batch_kind(content_type: str | None) -> str:
+    """The media type of a batch body (:data:`.codec.JSON` or :data:`.codec.ARROW_STREAM`)
+    from its Content-Type header.
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type`` for anything else.
+    """
+    kind = _media_type(content_type)
+    if kind not in (JSON, ARROW_STREAM):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the keys as {JSON} or {ARROW_STREAM}, not "
+                       f"{kind or 'a body without Content-Type'}")
+    return kind
 
 
 def _accepts_arrow(request: Request) -> bool:
@@ -305,13 +322,54 @@ class Api:
             ApiError: the 4xx of a bad request (docs/SERVING.md, "Errors").
         """
         store = self.stores.get(name)
-        kind = _media_type(content_type)
-        if kind not in (JSON, ARROW_STREAM):
-            raise ApiError(415, "unsupported_media_type",
-                           f"send the keys as {JSON} or {ARROW_STREAM}, not "
-                           f"{kind or 'a body without Content-Type'}")
+        kind = batch_kind(content_type)
         body = await _read_body(content_length, chunks, self.conf.serve_body_max)
+        loader = self.read_through.get(store.name)
+        if loader is None and store.inline:
+            return self.batch_inline(store, kind, body)
+        keys, encoding, key_array, column = self._batch_keys(kind, body)
+        if loader is None and (column is not None or encoding == codec.BASE64):
+            version, array = await store.call(
+                lambda reader: reader.get_many_array(keys, key_array))
+            return self._array_answer(store, version, array, column)
+        version, values = await store.call(lambda reader: reader.get_many(keys))
+        if loader is not None:
+            await self._load_missing(loader, keys, values)
+        return self._list_answer(store, version, keys, values, encoding, column)
+
+    def batch_inline(self, store: ServedStore, kind: str,
+                     body: bytes) -> tuple[bytes, str, dict[str, str]]:
+        """:meth:`batch` of a whole body, without awaiting, for a store read on the event
+        loop's thread (``store.inline``) that has no read-through loader (the callers check
+        both): the body, media type and headers of the answer.
+
+        Args:
+            store: the store.
+            kind: the body's media type (from :func:`batch_kind`).
+            body: the request body (at most ``kvio.serve.body.max`` bytes).
+
+        Raises:
+            ApiError: the 4xx of a bad request (docs/SERVING.md, "Errors").
+        """
+        keys, encoding, key_array, column = self._batch_keys(kind, body)
+        with store.snapshot() as reader:
+            version = reader.version
+            if column is not None or encoding == codec.BASE64:
+                array = reader.get_many_array(keys, key_array)
+                return self._array_answer(store, version, array, column)
+            values = reader.get_many(keys)
+        return self._list_answer(store, version, keys, values, encoding, column)
+
+    def _batch_keys(self, kind: str, body: bytes) -> tuple[list[bytes], str | None,
+                                                           pa.Array | None, pa.Array | None]:
+        """The keys of a batch body: (keys, JSON encoding or None for Arrow, the keys as a
+        large_binary array if made, the Arrow key column as sent or None for JSON).
+
+        Raises:
+            ApiError: 400 for a body that does not parse, 413 ``too_many_keys``.
+        """
         column: pa.Array | None = None
+        encoding: str | None
         if kind == JSON:
             keys, encoding, key_array = self._json_keys(body)
         else:
@@ -321,20 +379,21 @@ class Api:
         if len(keys) > limit:
             raise ApiError(413, "too_many_keys", f"{len(keys)} keys in one batch, the limit is "
                            f"{limit} (kvio.serve.batch.max.keys); split the batch", limit=limit)
-        loader = self.read_through.get(store.name)
-        if loader is None and (column is not None or encoding == codec.BASE64):
-            # Arrow or base64 out: the values stay an Arrow array from the map to the answer.
-            version, array = await store.call(
-                lambda reader: reader.get_many_array(keys, key_array))
-            absent = array.null_count
-            self.metrics.keys_served(store.name, len(array) - absent, absent)
-            if column is None:
-                return codec.batch_json_base64(version, array), JSON, {VERSION_HEADER: version}
-            table = pa.Table.from_arrays([column, array], names=["key", "value"])
-            return codec.arrow_table_bytes(table), ARROW_STREAM, {VERSION_HEADER: version}
-        version, values = await store.call(lambda reader: reader.get_many(keys))
-        if loader is not None:
-            await self._load_missing(loader, keys, values)
+        return keys, encoding, key_array, column
+
+    def _array_answer(self, store: ServedStore, version: str, array: pa.Array,
+                      column: pa.Array | None) -> tuple[bytes, str, dict[str, str]]:
+        """Arrow or base64 out: the values stay an Arrow array from the map to the answer."""
+        absent = array.null_count
+        self.metrics.keys_served(store.name, len(array) - absent, absent)
+        if column is None:
+            return codec.batch_json_base64(version, array), JSON, {VERSION_HEADER: version}
+        table = pa.Table.from_arrays([column, array], names=["key", "value"])
+        return codec.arrow_table_bytes(table), ARROW_STREAM, {VERSION_HEADER: version}
+
+    def _list_answer(self, store: ServedStore, version: str, keys: list[bytes],
+                     values: list[bytes | None], encoding: str | None,
+                     column: pa.Array | None) -> tuple[bytes, str, dict[str, str]]:
         found = len(values) - values.count(None)
         self.metrics.keys_served(store.name, found, len(values) - found)
         headers = {VERSION_HEADER: version}
@@ -359,6 +418,12 @@ class Api:
     def _json_keys(body: bytes) -> tuple[list[bytes], str, pa.Array | None]:
         """The keys of a JSON batch, its encoding, and the keys as a ``large_binary`` array
         when base64 keys were decoded all at once (:mod:`kvio.b64`)."""
+        if body.startswith(_JSON_HEAD) and body.endswith(_JSON_TAIL):
+            # kvio.connect's layout, {"keys":[...],"encoding":"base64"}: decoded from the text
+            # when the keys are of one length (otherwise parsed below, to the same keys).
+            array = b64.decode_json_list(body, len(_JSON_HEAD), len(body) - len(_JSON_TAIL))
+            if array is not None:
+                return array.to_pylist(), codec.BASE64, array
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

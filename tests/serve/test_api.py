@@ -158,6 +158,29 @@ def test_batch_get_json_base64_of_one_length(server):
         assert error["index"] == index, error
 
 
+@pytest.mark.parametrize("body, status, expected", [
+    (b'{"keys":["YQ==","Yw==","eA=="],"encoding":"base64"}', 200, ["MQ==", "Mw==", None]),
+    (b'{"keys":["YQ==","YWJj"],"encoding":"base64"}', 200, ["MQ==", None]),
+    (b'{"keys":["YQ==",null],"encoding":"base64"}', 400, 1),
+    (b'{"keys":["YQ==","YQ=A","Yw=="],"encoding":"base64"}', 400, 1),
+    (rb'{"keys":["YQ==","Y\/=="],"encoding":"base64"}', 200, ["MQ==", "Mw=="]),  # (an escaped /)
+    (b'{"keys":["YQ==","YQ=="],"encoding":"base64","keys":["Yw=="]}', 200, ["Mw=="]),
+    (b'{"keys":["YQ=="],"encoding":"base64"}trailing', 400, None),
+])
+def test_batch_get_json_in_the_clients_layout(server, body, status, expected):
+    """Bodies laid out as kvio.connect sends them (keys decoded from the text) or nearly so:
+    answered as the JSON they are."""
+    answer = server.request("POST", "/v1/stores/small/get", body,
+                            {"Content-Type": "application/json"})
+    if status == 200:
+        assert answer.status == 200, answer.body
+        assert answer.json()["values"] == expected
+    elif expected is None:
+        _error(answer, 400, "bad_json")
+    else:
+        assert _error(answer, 400, "bad_keys")["index"] == expected
+
+
 def test_batch_get_json_utf8_refuses_binary_values_by_name(server):
     error = _error(server.post_json("/v1/stores/m/get", {"keys": ["k0000", "bin"]}), 422,
                    "value_not_utf8")
@@ -335,6 +358,9 @@ def test_too_many_keys(server):
     assert server.post_json("/v1/stores/m/get", {"keys": ["a"] * 50}).status == 200
     error = _error(server.post_json("/v1/stores/m/get", {"keys": ["a"] * 51}), 413, "too_many_keys")
     assert "51" in error["message"] and "kvio.serve.batch.max.keys" in error["message"]
+    compact = b'{"keys":[' + b",".join([b'"YQ=="'] * 51) + b'],"encoding":"base64"}'
+    _error(server.request("POST", "/v1/stores/m/get", compact,
+                          {"Content-Type": "application/json"}), 413, "too_many_keys")
     column = pa.array([b"a"] * 51)
     _error(server.request("POST", "/v1/stores/m/get", _arrow(pa.table({"key": column})),
                           {"Content-Type": ARROW}), 413, "too_many_keys")
