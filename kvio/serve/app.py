@@ -150,10 +150,6 @@ class _SnapshotStream(StreamingResponse):
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-def _media_type(header: str | None) -> str:
-    return (header or "").split(";", 1)[0].strip().lower()
-
-
 def batch_kind(content_type: str | None) -> str:
     """The media type of a batch body (:data:`.codec.JSON` or :data:`.codec.ARROW_STREAM`)
     from its Content-Type header.
@@ -161,7 +157,7 @@ def batch_kind(content_type: str | None) -> str:
     Raises:
         ApiError: 415 ``unsupported_media_type`` for anything else.
     """
-    kind = _media_type(content_type)
+    kind = codec.media_type(content_type)
     if kind not in (JSON, ARROW_STREAM):
         raise ApiError(415, "unsupported_media_type",
                        f"send the keys as {JSON} or {ARROW_STREAM}, not "

@@ -35,6 +35,11 @@ _KEY_TYPES = (pa.binary(), pa.large_binary(), pa.string(), pa.large_string())
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
+def media_type(header: str | None) -> str:
+    """The media type of a Content-Type header, lower-case, without parameters."""
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
 def show(key: bytes) -> str:
     """A key as it would be written in a URL (every byte but ``A-Za-z0-9_.-~`` escaped), for
     messages: exact and printable."""

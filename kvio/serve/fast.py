@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import KvioError
 from . import codec
-from .direct import KEYS_ROUTE, DirectGets
+from .direct import GET_ROUTE, KEYS_ROUTE, DirectGets
 from .errors import ApiError, exception_response
 from .metrics import Metrics
 
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kvio.serve")
 PREFIX = "/v1/stores/"
-#: the metrics' route label of batch gets (single gets: ``KEYS_ROUTE``): the Starlette route
-#: template of the same endpoint
-GET_ROUTE = "/v1/stores/{name}/get"
 _OCTETS = b"application/octet-stream"
 
 

@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with single gets answered in the protocol itself
+"""uvicorn's httptools protocol with single and batch gets answered in the protocol itself
 (:class:`DirectHttpToolsProtocol`, :mod:`.direct`) and each response's head and body sent in
 one write.
 
@@ -105,7 +105,8 @@ def direct_gets(app: Any) -> DirectGets | None:
 
 
 class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
-    """:class:`CoalescingHttpToolsProtocol` that answers single gets itself (:mod:`.direct`).
+    """:class:`CoalescingHttpToolsProtocol` that answers single and batch gets itself
+    (:mod:`.direct`).
 
     A request is answered here only when nothing of the ASGI app's is in flight on the
     connection (no cycle unfinished or queued), so answers keep the order of the requests; its
@@ -123,7 +124,10 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         usable = not self.access_log and self.limit_concurrency is None and not self.root_path
         self._direct = direct_gets(self.app) if usable else None
         self._target: tuple[ServedStore, bytes] | None = None  # the request answered here
+        self._kind: str | None = None  # the media type of its body: a batch (None: a single get)
+        self._body: list[bytes] = []  # the body of a batch answered here, as read so far
         self._head = False
+        self._closing = False  # shutdown() came while a request answered here was being read
         self._out: list[bytes] = []  # direct answers not sent yet
         self._out_bytes = 0
         self._answered = False  # a request was answered directly in this read
@@ -164,6 +168,12 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write_now(out[0] if len(out) == 1 else b"".join(out))
 
+    def shutdown(self) -> None:
+        if self._target is not None:  # a request answered here is still being read
+            self._closing = True
+            return
+        super().shutdown()
+
     def send_400_response(self, msg: str) -> None:
         if self._out:
             self._send()  # the answers to the requests before the bad one go first
@@ -178,21 +188,30 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self.headers = []
         self.expect_100_continue = False
         self._target = None
+        self._kind = None
+        self._body = []
 
     def on_headers_complete(self) -> None:
         direct = self._direct
         if direct is not None:
             parser = self.parser
             method = parser.get_method()
-            if (method == b"GET" or method == b"HEAD") and not self.expect_100_continue \
+            if (method == b"GET" or method == b"HEAD" or method == b"POST") \
+                    and not self.expect_100_continue \
                     and (self.cycle is None or self.cycle.response_complete) \
                     and not self.pipeline and not self.flow.write_paused \
                     and parser.get_http_version() == "1.1" and parser.should_keep_alive() \
                     and not parser.should_upgrade():
-                self._target = direct.target(self.url, self.headers)
-                if self._target is not None:
-                    self._head = method == b"HEAD"
-                    return
+                if method == b"POST":
+                    batch = direct.batch_target(self.url, self.headers)
+                    if batch is not None:
+                        self._target, self._kind = (batch[0], batch[1]), batch[2]
+                        return
+                else:
+                    self._target = direct.target(self.url, self.headers)
+                    if self._target is not None:
+                        self._head = method == b"HEAD"
+                        return
             # The app's request: build uvicorn's scope as its on_message_begin does.
             url, headers, expect = self.url, self.headers, self.expect_100_continue
             super().on_message_begin()
@@ -205,6 +224,8 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         if self._target is None:
             super().on_body(body)
+        elif self._kind is not None:  # (within kvio.serve.body.max: its Content-Length is)
+            self._body.append(body)
         # (the body of a GET answered here is not read, as the app would not read it)
 
     def on_message_complete(self) -> None:
@@ -213,14 +234,27 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             super().on_message_complete()
             return
         self._target = None
-        assert self._direct is not None
-        answer = self._direct.answer(target[0], target[1], self._head,
-                                     self.server_state.default_headers)
+        direct = self._direct
+        assert direct is not None
+        keep_alive = not self._closing
+        if self._kind is None:
+            answer = direct.answer(target[0], target[1], self._head,
+                                   self.server_state.default_headers, keep_alive)
+        else:
+            parts, self._body = self._body, []
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            answer = direct.answer_batch(target[0], target[1], self._kind, body,
+                                         self.server_state.default_headers, keep_alive)
         self._out.append(answer)
         self._out_bytes += len(answer)
         self.server_state.total_requests += 1
         self._answered = True
-        if self._out_bytes > JOIN_MAX:
+        if not keep_alive:
+            # As uvicorn ends a request that was under way when the server began shutting
+            # down: answered with "connection: close", then the connection is closed.
+            self._send()
+            self.transport.close()
+        elif self._out_bytes > JOIN_MAX:
             # Many pipelined requests for big values: memory stays bounded, and once the
             # transport's buffer is full (pause_writing), the next requests go the app's way,
             # which waits for the client to read.
