@@ -7,7 +7,9 @@ measured in the same run:
   included) vs a bare ``adbc_ingest`` of the same Arrow table (rows/s; target >= 0.8x);
 * sync: ``kvio.sql.sync_store`` after an update of 1% of the keys (half set, half deleted) vs a
   full export of the store (time; target <= 0.05); a second sync after an untimed CHECKPOINT
-  is reported without a target (it writes every page it changes whole to the WAL).
+  is reported without a target (it writes every page it changes whole to the WAL); and the
+  sync against the driver's bare execution of the same change (a connection, the statement kvio
+  sends, commit) on a copy of the mirror: how much of a sync is PostgreSQL's own work.
 
     .venv/bin/python bench/bench_sql.py [--rows 1000000] [--repeat 3] [--quick] [--json-out PATH]
 
@@ -213,10 +215,12 @@ class Bench:
         mirror = self.table()
         sync_store(self.kvs, store, URL, mirror)
         changed = n // 100
-        rounds = iter(range(2 * self.args.repeat))
+        rounds = iter(range(4 * self.args.repeat))
 
         def change() -> None:
-            r = next(rounds)
+            change_to(next(rounds))
+
+        def change_to(r: int) -> None:
             with self.kvs.update_store(store) as u:
                 for i in range(r, n, 100):
                     key = b"key-%018d" % i
@@ -249,6 +253,67 @@ class Bench:
                              "time; every page the sync changes is first written whole to the "
                              "WAL (full_page_writes); no target: the row above is the figure",
                              load))
+
+        # ---- the same sync against PostgreSQL's own execution of the change ----
+        # A copy of the mirror gets each change from the driver alone: a connection, the
+        # statement kvio sends (the DELETE a data-modifying WITH of the upsert, keys and values
+        # as sorted array parameters), commit. What a statement costs depends on what ran just
+        # before it (the second of two applies in a row finds shared buffers dirty: 140-160 ms
+        # against 75-95 ms for the first, measured), so each repetition applies two changes,
+        # kvio first for one and the driver first for the other.
+        copy = self.table()
+        export_store(self.kvs, store, URL, copy)
+
+        def bare_apply(r: int) -> None:
+            import adbc_driver_postgresql.dbapi as pg
+            keys = range(r, n, 100)
+            columns = [[b"key-%018d" % i for i in keys if (i // 100) % 2],
+                       [b"key-%018d" % i for i in keys if not (i // 100) % 2]]
+            columns.append([b"round-%d" % r] * len(columns[1]))
+            params = pa.record_batch(
+                [pa.ListArray.from_arrays(pa.array([0, len(col)], pa.int32()),
+                                          pa.array(col, pa.large_binary())) for col in columns],
+                names=["p0", "p1", "p2"])
+            sql = (f'WITH deleted AS (DELETE FROM "{copy}" WHERE "key" = ANY($1::BYTEA[])) '
+                   f'INSERT INTO "{copy}" ("key", "value") SELECT * FROM unnest($2::BYTEA[], '
+                   f'$3::BYTEA[]) ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"')
+            begin = time.perf_counter()
+            with pg.connect(URL, db_kwargs={"adbc.postgresql.type_resolver_mode": "builtin"}) \
+                    as conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                conn.commit()
+            times["bare"].append(time.perf_counter() - begin)
+
+        times: dict[str, list[float]] = {"kvio": [], "bare": []}
+        load = load_text()
+        for _ in range(self.args.repeat):
+            for kvio_first in (True, False):
+                r = next(rounds)
+                change_to(r)
+                if kvio_first:
+                    times["kvio"].append(self.timed(sync))
+                    bare_apply(r)
+                else:
+                    bare_apply(r)
+                    times["kvio"].append(self.timed(sync))
+        load += " -> " + load_text()
+        for name, values in times.items():
+            print(f"  {name} (sync / bare apply): {', '.join(f'{v:.3f}' for v in values)} s",
+                  flush=True)
+        with connect(URL) as db:  # the reference did the same work: the copy is the mirror
+            differ = db.rows(f'SELECT count(*) FROM "{copy}" c FULL JOIN "{mirror}" m '
+                             f'USING ("key") WHERE c."value" IS DISTINCT FROM m."value"')[0][0]
+        if differ:
+            raise RuntimeError(f"the driver's copy differs from the mirror in {differ} keys")
+        self.drop(copy)
+        self.drop(mirror)
+        rows.append(self.row(what + ", against PostgreSQL's own execution of it",
+                             statistics.median(times["kvio"]), statistics.median(times["bare"]),
+                             "s", "", "ADBC: connect, kvio's statement, commit",
+                             f"time; median of {2 * self.args.repeat} changes, kvio first for "
+                             "half of them; the reference sends the statement kvio sends for "
+                             "the same 10,000 changes straight from the driver to a copy of the "
+                             "mirror holding the same rows; no target", load))
         return rows
 
     def row(self, what: str, kvio_value: float, reference: float, unit: str, target: str,
