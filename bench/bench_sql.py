@@ -310,14 +310,15 @@ class Bench:
         rows.append(self.row(what + ", against PostgreSQL's own execution of it",
                              statistics.median(times["kvio"]), statistics.median(times["bare"]),
                              "s", "", "ADBC: connect, kvio's statement, commit",
-                             f"time; median of {2 * self.args.repeat} changes, kvio first for "
-                             "half of them; the reference sends the statement kvio sends for "
-                             "the same 10,000 changes straight from the driver to a copy of the "
-                             "mirror holding the same rows; no target", load))
+                             "time; kvio first for half of the changes; the reference sends the "
+                             "statement kvio sends for the same 10,000 changes straight from "
+                             "the driver to a copy of the mirror holding the same rows; no "
+                             "target", load, 2 * self.args.repeat))
         return rows
 
     def row(self, what: str, kvio_value: float, reference: float, unit: str, target: str,
-            reference_name: str, note: str, load: str) -> dict:
+            reference_name: str, note: str, load: str, repetitions: int | None = None) -> dict:
+        reps = repetitions or self.args.repeat
         ratio = kvio_value / reference
         met: bool | None = None
         if target:
@@ -325,8 +326,8 @@ class Bench:
             met = ratio >= float(bound) if op == ">=" else ratio <= float(bound)
         doc = {"measurement": what, "kvio": round(kvio_value, 4), "reference": round(reference, 4),
                "unit": unit, "ratio": round(ratio, 3), "target": target or None, "met": met,
-               "reference_name": reference_name, "repetitions": self.args.repeat,
-               "load": load, "note": f"median of {self.args.repeat}; {note}"}
+               "reference_name": reference_name, "repetitions": reps,
+               "load": load, "note": f"median of {reps}; {note}"}
         verdict = f"target {target}: {'met' if met else 'NOT met'}" if target else "no target"
         print(f"{what}: kvio {kvio_value:,.3f} {unit}, {reference_name} {reference:,.3f} {unit}, "
               f"ratio {ratio:.3f} ({verdict}; load {load})",
