@@ -342,8 +342,52 @@ def test_export_connects_with_builtin_types_and_names_an_unknown_column_type(pos
         result = import_table(kvs, postgres.url, str(tmp_path / "back"),
                               query=f'SELECT "key", "value"::text AS "value" FROM "{table}"')
         assert result.rows == 1 and store_dict(kvs, str(tmp_path / "back")) == {b"a": b"y"}
+        # The enum column itself: the built-in types do not name it, so the import reads it
+        # again with the server's types, where it is text.
+        result = import_table(kvs, postgres.url, str(tmp_path / "enum"), table=table)
+        assert result.rows == 1 and store_dict(kvs, str(tmp_path / "enum")) == {b"a": b"y"}
         with pytest.raises(InvalidArgumentError, match="types must be"):
             connect(postgres.url, types="catalogue")
+    finally:
+        with connect(postgres.url) as db:
+            db.execute(f'DROP TABLE IF EXISTS "{table}"')
+            db.execute(f'DROP TYPE IF EXISTS "{kind}"')
+            db.commit()
+
+
+def test_import_connects_with_builtin_types_unless_a_column_needs_the_catalogue(postgres, tmp_path,
+                                                                                 monkeypatch):
+    """An import of text or binary columns connects once, with the driver's built-in types (no
+    read of the server's type catalogue); an enum key column makes it read again with the
+    server's types, and its labels become the keys."""
+    import kvio.sql.importer as importer
+    from kvio.sql.db import TYPES_BUILTIN, TYPES_SERVER
+
+    kvs = kvio.KeyValueSystem()
+    table, kind = postgres.table(), f"kvio_test_key_{tmp_path.name[-8:].lower()}"
+    kind = "".join(ch if ch.isalnum() else "_" for ch in kind)
+    opened: list[str] = []
+    real = importer.connect
+
+    def spy(url, *args, types=TYPES_SERVER, **kwargs):
+        opened.append(types)
+        return real(url, *args, types=types, **kwargs)
+
+    monkeypatch.setattr(importer, "connect", spy)
+    with connect(postgres.url) as db:
+        db.execute(f'CREATE TYPE "{kind}" AS ENUM (\'b\', \'a\')')
+        db.execute(f'CREATE TABLE "{table}" ("key" "{kind}" PRIMARY KEY, "value" BYTEA)')
+        db.execute(f"INSERT INTO \"{table}\" VALUES ('a', '\\x01'), ('b', '\\x02')")
+        db.commit()
+    try:
+        import_table(kvs, postgres.url, str(tmp_path / "text"),
+                     query=f'SELECT "key"::text AS "key", "value" FROM "{table}"')
+        assert opened == [TYPES_BUILTIN]
+        assert store_dict(kvs, str(tmp_path / "text")) == {b"a": b"\x01", b"b": b"\x02"}
+        opened.clear()
+        import_table(kvs, postgres.url, str(tmp_path / "enum"), table=table)
+        assert opened == [TYPES_BUILTIN, TYPES_SERVER]
+        assert store_dict(kvs, str(tmp_path / "enum")) == {b"a": b"\x01", b"b": b"\x02"}
     finally:
         with connect(postgres.url) as db:
             db.execute(f'DROP TABLE IF EXISTS "{table}"')
