@@ -87,10 +87,25 @@ def test_a_failed_background_write_is_raised_not_lost(tmp_path, monkeypatch):
     path = tmp_path / "f"
     out = DirectFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), str(path))
     with pytest.raises(OSError, match="No space left"):
-        out.write(os.urandom(2 * BUFFER_BYTES + 1))  # the second hand-off meets the first's error
+        # the hand-off after IN_FLIGHT buffers waits for the first, and meets its error
+        out.write(os.urandom((direct_io.IN_FLIGHT + 1) * BUFFER_BYTES + 1))
         out.fsync()
     with pytest.raises(OSError):
-        out.close()
+        out.close()  # the writes still queued failed too
+    assert out.closed
+
+
+def test_a_failed_background_write_is_raised_by_fsync(tmp_path, monkeypatch):
+    def write(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(direct_io.os, "write", write)
+    path = tmp_path / "f"
+    out = DirectFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), str(path))
+    out.write(os.urandom(2 * BUFFER_BYTES + 1))  # two buffers queued, no wait yet
+    with pytest.raises(OSError, match="No space left"):
+        out.fsync()
+    out.close()
     assert out.closed
 
 
