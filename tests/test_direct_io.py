@@ -79,13 +79,19 @@ def test_a_refused_alignment_falls_back_to_ordinary_writes(tmp_path, monkeypatch
     assert refused and path.read_bytes() == data
 
 
-def test_a_failed_background_write_is_raised_not_lost(tmp_path, monkeypatch):
+@pytest.fixture
+def full_disk_file(tmp_path, monkeypatch):
+    """A new DirectFile whose every write to the device fails with ENOSPC."""
     def write(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(direct_io.os, "write", write)
     path = tmp_path / "f"
-    out = DirectFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), str(path))
+    return DirectFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), str(path))
+
+
+def test_a_failed_background_write_is_raised_not_lost(full_disk_file):
+    out = full_disk_file
     with pytest.raises(OSError, match="No space left"):
         # the hand-off after IN_FLIGHT buffers waits for the first, and meets its error
         out.write(os.urandom((direct_io.IN_FLIGHT + 1) * BUFFER_BYTES + 1))
@@ -95,13 +101,8 @@ def test_a_failed_background_write_is_raised_not_lost(tmp_path, monkeypatch):
     assert out.closed
 
 
-def test_a_failed_background_write_is_raised_by_fsync(tmp_path, monkeypatch):
-    def write(fd, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(direct_io.os, "write", write)
-    path = tmp_path / "f"
-    out = DirectFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), str(path))
+def test_a_failed_background_write_is_raised_by_fsync(full_disk_file):
+    out = full_disk_file
     out.write(os.urandom(2 * BUFFER_BYTES + 1))  # two buffers queued, no wait yet
     with pytest.raises(OSError, match="No space left"):
         out.fsync()

@@ -1,6 +1,8 @@
 """kvio.sql import and export against real SQLite files and the real PostgreSQL server."""
 from __future__ import annotations
 
+import contextlib
+
 import pyarrow as pa
 import pytest
 
@@ -319,22 +321,16 @@ def test_export_joins_store_blocks_into_larger_batches(database, tmp_path, monke
 def test_export_connects_with_builtin_types_and_names_an_unknown_column_type(postgres, tmp_path):
     """Export and sync connect with the driver's built-in types (no catalogue read). A table
     whose value column has a type the driver does not know then gets an error naming the
-    column and its type, not a wrong "holds bytes" verdict; an import keeps the server's types
-    (an enum arrives as text)."""
+    column and its type, not a wrong "holds bytes" verdict; an import reads an enum column as
+    text (through the server's types)."""
     from kvio.errors import DatabaseError, InvalidArgumentError
     from kvio.sql.db import TYPES_BUILTIN
 
     kvs = kvio.KeyValueSystem()
     uri = str(tmp_path / "s")
     write_store(kvs, uri, {b"a": b"x"})
-    table, kind = postgres.table(), f"kvio_test_mood_{tmp_path.name[-8:].lower()}"
-    kind = "".join(ch if ch.isalnum() else "_" for ch in kind)
-    with connect(postgres.url) as db:
-        db.execute(f'CREATE TYPE "{kind}" AS ENUM (\'x\', \'y\')')
-        db.execute(f'CREATE TABLE "{table}" ("key" TEXT PRIMARY KEY, "value" "{kind}")')
-        db.execute(f'INSERT INTO "{table}" VALUES (\'a\', \'y\')')
-        db.commit()
-    try:
+    with _enum_table(postgres, tmp_path, "('x', 'y')", '"key" TEXT PRIMARY KEY, "value" {kind}',
+                     "('a', 'y')") as (table, kind):
         with pytest.raises(DatabaseError, match=f"column 'value' of table {table}.*{kind}"):
             export_store(kvs, uri, postgres.url, table=table, mode="upsert", text=True)
         with connect(postgres.url, types=TYPES_BUILTIN) as db:  # the opaque value, as bytes
@@ -348,11 +344,6 @@ def test_export_connects_with_builtin_types_and_names_an_unknown_column_type(pos
         assert result.rows == 1 and store_dict(kvs, str(tmp_path / "enum")) == {b"a": b"y"}
         with pytest.raises(InvalidArgumentError, match="types must be"):
             connect(postgres.url, types="catalogue")
-    finally:
-        with connect(postgres.url) as db:
-            db.execute(f'DROP TABLE IF EXISTS "{table}"')
-            db.execute(f'DROP TYPE IF EXISTS "{kind}"')
-            db.commit()
 
 
 def test_import_connects_with_builtin_types_unless_a_column_needs_the_catalogue(postgres, tmp_path,
@@ -364,8 +355,6 @@ def test_import_connects_with_builtin_types_unless_a_column_needs_the_catalogue(
     from kvio.sql.db import TYPES_BUILTIN, TYPES_SERVER
 
     kvs = kvio.KeyValueSystem()
-    table, kind = postgres.table(), f"kvio_test_key_{tmp_path.name[-8:].lower()}"
-    kind = "".join(ch if ch.isalnum() else "_" for ch in kind)
     opened: list[str] = []
     real = importer.connect
 
@@ -374,12 +363,8 @@ def test_import_connects_with_builtin_types_unless_a_column_needs_the_catalogue(
         return real(url, *args, types=types, **kwargs)
 
     monkeypatch.setattr(importer, "connect", spy)
-    with connect(postgres.url) as db:
-        db.execute(f'CREATE TYPE "{kind}" AS ENUM (\'b\', \'a\')')
-        db.execute(f'CREATE TABLE "{table}" ("key" "{kind}" PRIMARY KEY, "value" BYTEA)')
-        db.execute(f"INSERT INTO \"{table}\" VALUES ('a', '\\x01'), ('b', '\\x02')")
-        db.commit()
-    try:
+    with _enum_table(postgres, tmp_path, "('b', 'a')", '"key" {kind} PRIMARY KEY, "value" BYTEA',
+                     "('a', '\\x01'), ('b', '\\x02')") as (table, _):
         import_table(kvs, postgres.url, str(tmp_path / "text"),
                      query=f'SELECT "key"::text AS "key", "value" FROM "{table}"')
         assert opened == [TYPES_BUILTIN]
@@ -388,6 +373,23 @@ def test_import_connects_with_builtin_types_unless_a_column_needs_the_catalogue(
         import_table(kvs, postgres.url, str(tmp_path / "enum"), table=table)
         assert opened == [TYPES_BUILTIN, TYPES_SERVER]
         assert store_dict(kvs, str(tmp_path / "enum")) == {b"a": b"\x01", b"b": b"\x02"}
+
+
+@contextlib.contextmanager
+def _enum_table(postgres, tmp_path, labels: str, columns: str, rows: str):
+    """A new enum type of ``labels`` and a table of ``columns`` (``{kind}`` stands for the
+    type) holding ``rows``; both dropped afterwards. Yields (table, type name)."""
+    table = postgres.table()
+    kind = "".join(ch if ch.isalnum() else "_" for ch in f"kvio_test_enum_{tmp_path.name[-8:]}")
+    kind = kind.lower()
+    with connect(postgres.url) as db:
+        db.execute(f'CREATE TYPE "{kind}" AS ENUM {labels}')
+        quoted = f'"{kind}"'
+        db.execute(f'CREATE TABLE "{table}" ({columns.format(kind=quoted)})')
+        db.execute(f'INSERT INTO "{table}" VALUES {rows}')
+        db.commit()
+    try:
+        yield table, kind
     finally:
         with connect(postgres.url) as db:
             db.execute(f'DROP TABLE IF EXISTS "{table}"')
