@@ -18,7 +18,6 @@ network filesystems), :func:`open_new` returns an ordinary file instead.
 """
 from __future__ import annotations
 
-import collections
 import errno
 import fcntl
 import io
@@ -35,14 +34,12 @@ __all__ = ["DirectFile", "open_new", "ALIGN", "BUFFER_BYTES"]
 ALIGN = 4096
 #: bytes collected before one write to the device (a multiple of ALIGN)
 BUFFER_BYTES = 4 << 20
-#: full buffers that may wait for the device at once, per file
-IN_FLIGHT = 3
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
 # Buffers are reused across files: a fresh 4 MiB mapping costs 1,024 first-touch page faults.
 _spare: list[mmap.mmap] = []
 _spare_lock = threading.Lock()
-_SPARE_MAX = IN_FLIGHT + 1
+_SPARE_MAX = 4
 
 
 def _take_buffer() -> mmap.mmap:
@@ -82,10 +79,11 @@ class DirectFile(io.RawIOBase):
         self._size = 0
         self._direct = True
         self._ended = False
-        # Full buffers are written by a thread while the caller fills the next one: the
+        # A full buffer is written by a thread while the caller fills the next one: the
         # device's time (GIL released) overlaps the caller's work instead of adding to it.
         self._writer: ThreadPoolExecutor | None = None  # one thread, started on first use
-        self._pending: collections.deque[tuple[Future[None], mmap.mmap]] = collections.deque()
+        self._pending: Future[None] | None = None
+        self._pending_buffer: mmap.mmap | None = None
 
     def writable(self) -> bool:
         return True
@@ -146,44 +144,33 @@ class DirectFile(io.RawIOBase):
         """Nothing to do: a partial buffer can only be written at the end (see fsync)."""
 
     def _hand_off(self) -> None:
-        """Start writing the full buffer in the background and continue in another; at most
-        :data:`IN_FLIGHT` buffers wait for the device (so a caller that fills buffers in
-        bursts, as an import between two database batches, waits for the device less)."""
-        if len(self._pending) >= IN_FLIGHT:
-            self._wait_one()
+        """Start writing the full buffer in the background and continue in another."""
+        self._wait()
         full, self._buffer = self._buffer, _take_buffer()
         assert full is not None
         self._view.release()
         self._view = memoryview(self._buffer)
         self._used = 0
+        self._pending_buffer = full
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="kvio-direct-write")
-        # One thread takes the buffers in order: the file is written front to back.
-        self._pending.append((self._writer.submit(self._write_buffer, full), full))
+        self._pending = self._writer.submit(self._write_buffer, full)
 
     def _write_buffer(self, buffer: mmap.mmap) -> None:
         with memoryview(buffer) as view:  # (released before the buffer is reused or closed)
             self._write_all(view, BUFFER_BYTES)
 
-    def _wait_one(self) -> None:
-        """Wait for the oldest background write, recycle its buffer, raise its error."""
-        pending, buffer = self._pending.popleft()
+    def _wait(self) -> None:
+        """Wait for the background write, recycle its buffer, raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
         try:
             pending.result()
         finally:
-            _give_buffer(buffer)
-
-    def _wait(self) -> None:
-        """Wait for every background write (all of them, also when one failed), recycle their
-        buffers, raise the first error."""
-        error: BaseException | None = None
-        while self._pending:
-            try:
-                self._wait_one()
-            except BaseException as exc:  # noqa: BLE001 - raised below, after the others
-                error = error or exc
-        if error is not None:
-            raise error
+            assert self._pending_buffer is not None
+            _give_buffer(self._pending_buffer)
+            self._pending_buffer = None
 
     def _write_all(self, view: memoryview, length: int) -> None:
         """Write ``view[:length]`` at the end of the file (one writer at a time)."""
