@@ -20,6 +20,7 @@ from .byteslike import as_bytes as _as_bytes
 from .committer import Job, TaskAttempt
 from .config import Config
 from .errors import ArgumentTypeError, KeyOrderError, PairTooLargeError, WriterClosedError
+from .format import xxh3
 from .format.partition_writer import PartitionWriter, key_hashes
 
 _PAIR_OVERHEAD = 16 + 24  # two int64 offsets + about 1/0.7 of a 16-byte index slot
@@ -226,6 +227,7 @@ class SortedPairWriter:
         window of rows at a time, not per block."""
         koffs, kdata = _column_buffers(keys)
         voffs, vdata = _column_buffers(values)
+        key_bytes = np.frombuffer(kdata, np.uint8)
         n = len(keys)
         window: list = [0, 0, None]  # rows [lo, hi) and their hashes
 
@@ -233,8 +235,13 @@ class SortedPairWriter:
             lo, hi, h = window
             if start < lo or end > hi:
                 lo, hi = start, min(n, max(end, start + _HASH_WINDOW))
-                rows = key_list[lo:hi] if key_list is not None else keys.slice(lo, hi - lo).to_pylist()
-                h = key_hashes(rows)
+                # Keys of 9-128 bytes are hashed in numpy passes (kvio/format/xxh3.py), others
+                # one xxhash call each.
+                h = xxh3.hash_keys(koffs[lo:hi + 1], key_bytes)
+                if h is None:
+                    rows = key_list[lo:hi] if key_list is not None \
+                        else keys.slice(lo, hi - lo).to_pylist()
+                    h = key_hashes(rows)
                 window[:] = lo, hi, h
             return h[start - lo:end - lo]
 
