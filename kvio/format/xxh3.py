@@ -2,12 +2,14 @@
 
 The writer hashes every key it writes (docs/FORMAT.md §3.5). One ``xxhash.xxh3_64_intdigest``
 call per key costs ~65 ns of interpreter time, plus ~35 ns to make the ``bytes`` object it
-takes: about 0.1 s per million keys, a fifth of an import's own CPU. Here the keys of one
-length are hashed together as columns of 64-bit words, following the XXH3 specification
-(xxhash 0.8, "XXH3_len_9to16" and "XXH3_len_17to128"): a few dozen numpy operations per
-length instead of two Python calls per key. Lengths outside 9-128 bytes return None, and the
-caller hashes those keys one by one; the results are the very values ``xxhash`` gives (tests
-compare them for every length).
+takes: about 0.1 s per million keys, a fifth of an import's own CPU. Here keys are hashed
+together as columns of 64-bit words, following the XXH3 specification (xxhash 0.8,
+"XXH3_len_9to16" and "XXH3_len_17to128"): a few dozen numpy operations per pass instead of
+two Python calls per key. The words are read at any byte through one strided view of the data
+(a 64-bit word starting at every byte, no copy), so keys of different lengths share a pass
+when XXH3 treats them alike (9-16, 17-32, 33-64, 65-96, 97-128 bytes). Lengths outside 9-128
+bytes return None, and the caller hashes those keys one by one; the results are the very
+values ``xxhash`` gives (tests compare them for every length).
 
 numpy has no 64x64->128-bit multiply, so :func:`_mul128_fold64` builds it from four 32x32->64
 products, as xxhash's portable C code does.
@@ -20,8 +22,6 @@ __all__ = ["hash_keys", "MIN_LEN", "MAX_LEN"]
 
 #: key lengths hashed here (others: None, hashed by the caller one by one)
 MIN_LEN, MAX_LEN = 9, 128
-#: groups of one length smaller than this are left to the caller (numpy's per-call overhead)
-_MIN_GROUP = 64
 #: rows hashed per pass: the temporaries of ~40 operations stay in the CPU's cache (measured
 #: on 1M keys of 22 bytes: 34 ms in passes of 16-64k rows, 78 ms in one pass of all, against
 #: ~95 ms for xxhash called per key, its bytes objects included)
@@ -66,43 +66,37 @@ def _bswap64(x: np.ndarray) -> np.ndarray:
     return x.byteswap()
 
 
-def _words(rows: np.ndarray, offset: int) -> np.ndarray:
-    """The little-endian 64-bit word at byte ``offset`` of each row of a (n, length) uint8
-    matrix."""
-    return np.ascontiguousarray(rows[:, offset:offset + 8]).view("<u8").reshape(-1)
+def _fold_pair(words: np.ndarray, at: np.ndarray, secret: int) -> np.ndarray:
+    """XXH3's mix of 16 input bytes: the words at byte positions ``at`` and ``at + 8``."""
+    return _mul128_fold64(words[at] ^ _secret64(secret), words[at + 8] ^ _secret64(secret + 8))
 
 
-def _mix16(rows: np.ndarray, offset: int, secret: int) -> np.ndarray:
-    return _mul128_fold64(_words(rows, offset) ^ _secret64(secret),
-                          _words(rows, offset + 8) ^ _secret64(secret + 8))
-
-
-def _hash_rows(rows: np.ndarray) -> np.ndarray:
-    """XXH3-64 of each row of a (n, length) uint8 matrix, 9 <= length <= 128."""
-    if len(rows) > _CHUNK:
-        out = np.empty(len(rows), np.uint64)
-        for start in range(0, len(rows), _CHUNK):
-            out[start:start + _CHUNK] = _hash_rows(rows[start:start + _CHUNK])
-        return out
-    length = rows.shape[1]
-    if length <= 16:
-        lo = _words(rows, 0) ^ (_secret64(24) ^ _secret64(32))
-        hi = _words(rows, length - 8) ^ (_secret64(40) ^ _secret64(48))
-        acc = np.uint64(length) + _bswap64(lo) + hi + _mul128_fold64(lo, hi)
-        return _avalanche(acc)
-    acc = np.full(len(rows), np.uint64(length * int(_PRIME64_1) % (1 << 64)), dtype=np.uint64)
-    # (pairs of 16-byte reads from the front and the back, as many as the length needs)
-    pairs = [(0, 0)] + [(16, 32)] * (length > 32) + [(32, 64)] * (length > 64) \
-        + [(48, 96)] * (length > 96)
-    for i, (front, secret) in enumerate(pairs):
-        acc += _mix16(rows, front, secret)
-        acc += _mix16(rows, length - 16 * (i + 1), secret + 16)
+def _hash_class(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """XXH3-64 of keys whose lengths fall in one of XXH3's classes (9-16, 17-32, 33-64,
+    65-96 or 97-128 bytes), at byte ``starts`` of ``words`` (a view with a 64-bit word at
+    every byte)."""
+    n_len = lengths.astype(np.uint64)
+    longest = int(lengths.max())
+    if longest <= 16:
+        lo = words[starts] ^ (_secret64(24) ^ _secret64(32))
+        hi = words[starts + lengths - 8] ^ (_secret64(40) ^ _secret64(48))
+        return _avalanche(n_len + _bswap64(lo) + hi + _mul128_fold64(lo, hi))
+    acc = n_len * _PRIME64_1
+    ends = starts + lengths
+    # pairs of 16-byte reads from the front and the back, as many as the class needs
+    for i in range((longest - 1) // 32 + 1):
+        acc += _fold_pair(words, starts + 16 * i, 32 * i)
+        acc += _fold_pair(words, ends - 16 * (i + 1), 32 * i + 16)
     return _avalanche(acc)
+
+
+#: XXH3's length classes from 9 to 128 bytes: (shortest, longest)
+_CLASSES = ((9, 16), (17, 32), (33, 64), (65, 96), (97, 128))
 
 
 def hash_keys(offsets: np.ndarray, data: np.ndarray) -> np.ndarray | None:
     """XXH3-64 of each key of a binary column, or None when some key is shorter than 9 or
-    longer than 128 bytes, or a length occurs too rarely to be worth a vectorised pass.
+    longer than 128 bytes.
 
     Args:
         offsets: int64 offsets of the n keys (n + 1 values, increasing, from any start).
@@ -118,16 +112,22 @@ def hash_keys(offsets: np.ndarray, data: np.ndarray) -> np.ndarray | None:
     low, high = int(lengths.min()), int(lengths.max())
     if low < MIN_LEN or high > MAX_LEN:
         return None
-    start = int(offsets[0])
-    if low == high:  # one length: the keys are the rows of a matrix, no copy
-        rows = data[start:start + n * low].reshape(n, low)
-        return _hash_rows(rows)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    # The little-endian 64-bit word at every byte of the data (unaligned reads, no copy):
+    # every word a key of 9 bytes or more needs lies inside it.
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
     out = np.empty(n, np.uint64)
-    kinds, counts = np.unique(lengths, return_counts=True)
-    if int(counts.min()) < _MIN_GROUP:
-        return None
-    for length in kinds.tolist():
-        picked = np.flatnonzero(lengths == length)
-        rows = data[offsets[picked][:, None] + np.arange(length)]
-        out[picked] = _hash_rows(rows)
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        starts, part = offsets[lo:hi], lengths[lo:hi]
+        first, last = int(part.min()), int(part.max())
+        for shortest, longest in _CLASSES:
+            if last < shortest or first > longest:
+                continue
+            if shortest <= first and last <= longest:  # (the usual case: one class)
+                out[lo:hi] = _hash_class(words, starts, part)
+                continue
+            picked = np.flatnonzero((part >= shortest) & (part <= longest))
+            if len(picked):
+                out[lo + picked] = _hash_class(words, starts[picked], part[picked])
     return out
