@@ -220,14 +220,17 @@ class Bench:
         def change() -> None:
             change_to(next(rounds))
 
+        def round_change(r: int) -> tuple[list[bytes], list[bytes], bytes]:
+            """Round r's change: (keys deleted, keys set, the value they are set to)."""
+            keys = range(r, n, 100)
+            return ([b"key-%018d" % i for i in keys if (i // 100) % 2],
+                    [b"key-%018d" % i for i in keys if not (i // 100) % 2], b"round-%d" % r)
+
         def change_to(r: int) -> None:
+            gone, kept, value = round_change(r)
             with self.kvs.update_store(store) as u:
-                for i in range(r, n, 100):
-                    key = b"key-%018d" % i
-                    if (i // 100) % 2:
-                        u.delete(key)
-                    else:
-                        u.set(key, b"round-%d" % r)
+                u.delete_many(gone)
+                u.set_many((key, value) for key in kept)
 
         def change_and_checkpoint() -> None:
             change()
@@ -266,10 +269,8 @@ class Bench:
 
         def bare_apply(r: int) -> None:
             import adbc_driver_postgresql.dbapi as pg
-            keys = range(r, n, 100)
-            columns = [[b"key-%018d" % i for i in keys if (i // 100) % 2],
-                       [b"key-%018d" % i for i in keys if not (i // 100) % 2]]
-            columns.append([b"round-%d" % r] * len(columns[1]))
+            gone, kept, value = round_change(r)
+            columns = [gone, kept, [value] * len(kept)]
             params = pa.record_batch(
                 [pa.ListArray.from_arrays(pa.array([0, len(col)], pa.int32()),
                                           pa.array(col, pa.large_binary())) for col in columns],

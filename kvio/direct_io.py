@@ -57,6 +57,12 @@ def _give_buffer(buffer: mmap.mmap) -> None:
     buffer.close()
 
 
+def _byte_view(data: Any) -> memoryview:
+    """``data`` (anything with the buffer protocol) as a flat view of bytes."""
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 class DirectFile(io.RawIOBase):
     """A new file written front to back with ``O_DIRECT`` (see the module).
 
@@ -98,9 +104,7 @@ class DirectFile(io.RawIOBase):
         """Append bytes (anything with the buffer protocol)."""
         if self._ended or self.closed:
             raise ValueError(f"{self.name}: written after fsync or close")
-        view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
+        view = _byte_view(data)
         total = view.nbytes
         used = self._used
         if used + total < BUFFER_BYTES:  # (the common case: one copy into the buffer)
@@ -126,9 +130,7 @@ class DirectFile(io.RawIOBase):
             raise ValueError(f"{self.name}: written after fsync or close")
         buffer, used, size = self._view, self._used, self._size
         for piece in lines:
-            view = memoryview(piece)
-            if view.format != "B" or view.ndim != 1:
-                view = view.cast("B")
+            view = _byte_view(piece)
             n = view.nbytes
             if used + n < BUFFER_BYTES:
                 buffer[used:used + n] = view

@@ -62,10 +62,6 @@ def _avalanche(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _bswap64(x: np.ndarray) -> np.ndarray:
-    return x.byteswap()
-
-
 def _fold_pair(words: np.ndarray, at: np.ndarray, secret: int) -> np.ndarray:
     """XXH3's mix of 16 input bytes: the words at byte positions ``at`` and ``at + 8``."""
     return _mul128_fold64(words[at] ^ _secret64(secret), words[at + 8] ^ _secret64(secret + 8))
@@ -80,7 +76,7 @@ def _hash_class(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     if longest <= 16:
         lo = words[starts] ^ (_secret64(24) ^ _secret64(32))
         hi = words[starts + lengths - 8] ^ (_secret64(40) ^ _secret64(48))
-        return _avalanche(n_len + _bswap64(lo) + hi + _mul128_fold64(lo, hi))
+        return _avalanche(n_len + lo.byteswap() + hi + _mul128_fold64(lo, hi))
     acc = n_len * _PRIME64_1
     ends = starts + lengths
     # pairs of 16-byte reads from the front and the back, as many as the class needs
