@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -159,22 +160,27 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _kernel_shows_futex_waits() -> bool:
-    """Whether /proc shows where a thread sleeps (not hidden, not missing): checked on a
-    thread of ours that waits on an Event, which sleeps on a futex."""
-    stop = threading.Event()
-    waiter = threading.Thread(target=stop.wait)
+def _wchan_shows(word: str, wait: Callable[[], object], wake: Callable[[], object]) -> bool:
+    """Whether /proc shows where a thread sleeps (not hidden, not missing): a thread of ours
+    runs ``wait`` until ``wake`` is called, and its wchan must name ``word`` meanwhile."""
+    waiter = threading.Thread(target=wait)
     waiter.start()
     try:
         path = Path(f"/proc/{os.getpid()}/task/{waiter.native_id}/wchan")
         for _ in range(500):
-            if path.exists() and "futex" in path.read_text():
+            if path.exists() and word in path.read_text():
                 return True
             time.sleep(0.01)
         return False
     finally:
-        stop.set()
+        wake()
         waiter.join()
+
+
+def _kernel_shows_futex_waits() -> bool:
+    """Whether /proc shows a thread waiting on an Event, which sleeps on a futex."""
+    stop = threading.Event()
+    return _wchan_shows("futex", stop.wait, stop.set)
 
 
 def _wait_until_in_futex_wait(pid: int) -> None:
@@ -236,19 +242,11 @@ with InterruptGuard():
 
 
 def _kernel_shows_pipe_reads() -> bool:
+    """Whether /proc shows a thread blocked reading a pipe."""
     r, w = os.pipe()
-    reader = threading.Thread(target=os.read, args=(r, 1))
-    reader.start()
     try:
-        path = Path(f"/proc/{os.getpid()}/task/{reader.native_id}/wchan")
-        for _ in range(500):
-            if path.exists() and "pipe" in path.read_text():
-                return True
-            time.sleep(0.01)
-        return False
+        return _wchan_shows("pipe", lambda: os.read(r, 1), lambda: os.write(w, b"x"))
     finally:
-        os.write(w, b"x")
-        reader.join()
         os.close(r)
         os.close(w)
 
